@@ -1,0 +1,207 @@
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+
+use crate::error::ConfigError;
+use crate::sections::Config;
+use crate::validate::validate;
+
+/// Every key can be overridden as `SWITCHBOARD_<SECTION>__<KEY>`.
+pub const ENV_PREFIX: &str = "SWITCHBOARD_";
+
+/// Reads `path` (when given; it must then exist), overlays the environment and checks the result.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = path {
+        // figment treats a missing file as empty; an operator who names a file means that file.
+        std::fs::metadata(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    extract(figment.merge(env()))
+}
+
+/// The same as [`load`], from TOML text instead of a file (the environment still applies).
+pub fn load_from_str(toml: &str) -> Result<Config, ConfigError> {
+    extract(Figment::from(Toml::string(toml)).merge(env()))
+}
+
+fn env() -> Env {
+    Env::prefixed(ENV_PREFIX).split("__")
+}
+
+fn extract(figment: Figment) -> Result<Config, ConfigError> {
+    let config: Config = figment.extract().map_err(into_config_error)?;
+    validate(&config)?;
+    Ok(config)
+}
+
+fn into_config_error(error: figment::Error) -> ConfigError {
+    // figment reports one error per problem in a chain; the first is the one to fix first.
+    let error = error.into_iter().next().unwrap_or_else(|| {
+        figment::Error::from(String::from("the configuration could not be read"))
+    });
+    let mut path = error.path.clone();
+    let message = match &error.kind {
+        figment::error::Kind::UnknownField(field, _) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            "unknown key".to_owned()
+        }
+        other => other.to_string(),
+    };
+    let key = if path.is_empty() {
+        "(top level)".to_owned()
+    } else {
+        path.join(".")
+    };
+    let origin = error
+        .metadata
+        .as_ref()
+        .map(|meta| match &meta.source {
+            Some(figment::Source::File(file)) => format!(" (in {})", file.display()),
+            _ if meta.name.contains("environment") => format!(
+                " (from environment variable {ENV_PREFIX}{})",
+                path.iter()
+                    .map(|p| p.to_uppercase())
+                    .collect::<Vec<_>>()
+                    .join("__")
+            ),
+            _ => String::new(),
+        })
+        .unwrap_or_default();
+    ConfigError::Invalid {
+        key,
+        message,
+        origin,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+    use crate::sections::MqttMode;
+
+    #[test]
+    fn empty_input_is_the_embedded_default() {
+        Jail::expect_with(|_| {
+            let config = load_from_str("").map_err(|e| e.to_string())?;
+            assert_eq!(config.gateway.domain, "localhost");
+            assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(
+                config.mqtt.mode(),
+                MqttMode::Embedded {
+                    listen: "127.0.0.1:1883".parse().map_err(|_| "addr")?
+                }
+            );
+            assert_eq!(config.limits.max_frame_bytes, 65_536);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        Jail::expect_with(|_| {
+            let error = load_from_str("[mqtt]\nlistne = \"127.0.0.1:1\"\n")
+                .err()
+                .ok_or("accepted an unknown key")?;
+            assert_eq!(error.key(), Some("mqtt.listne"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        Jail::expect_with(|_| {
+            let error = load_from_str("[mqqt]\nurl = \"x\"\n")
+                .err()
+                .ok_or("accepted an unknown section")?;
+            assert_eq!(error.key(), Some("mqqt"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_names_itself_when_wrong() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHBOARD_HTTP__LISTEN", "127.0.0.1:9999");
+            jail.set_env("SWITCHBOARD_AUTH__JWT_SECRET", "12345678901");
+            let config = load_from_str("[http]\nlisten = \"127.0.0.1:1\"\n")
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.http.listen.port(), 9999);
+            assert_eq!(
+                config.auth.jwt_secret.as_ref().map(|s| s.expose()),
+                Some("12345678901"),
+                "an all-digit secret from the environment is still a secret"
+            );
+
+            jail.set_env("SWITCHBOARD_MQTT__LISTEN", "not an address");
+            let error = load_from_str("").err().ok_or("accepted a bad address")?;
+            assert_eq!(error.key(), Some("mqtt.listen"));
+            assert!(
+                error.to_string().contains("SWITCHBOARD_MQTT__LISTEN"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cross_field_errors_name_the_key() {
+        Jail::expect_with(|_| {
+            let error = load_from_str(
+                "[mqtt]\nembedded = true\nurl = \"mqtt://gw:pw@127.0.0.1:1883\"\n",
+            )
+            .err()
+            .ok_or("accepted embedded + url")?;
+            assert_eq!(error.key(), Some("mqtt.url"));
+
+            let error = load_from_str("[gateway]\ndomain = \"not a domain\"\n")
+                .err()
+                .ok_or("accepted a bad domain")?;
+            assert_eq!(error.key(), Some("gateway.domain"));
+
+            let error = load_from_str("[limits]\noffline_ttl = \"3 weeks\"\n")
+                .err()
+                .ok_or("accepted a bad duration")?;
+            assert_eq!(error.key(), Some("limits.offline_ttl"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_external_broker_url_switches_off_the_embedded_endpoint() {
+        Jail::expect_with(|_| {
+            let config = load_from_str("[mqtt]\nurl = \"mqtt://gw:pw@127.0.0.1:1884\"\n")
+                .map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.mqtt.mode(),
+                MqttMode::External {
+                    url: "mqtt://gw:pw@127.0.0.1:1884".into()
+                }
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_masked_when_printed() {
+        Jail::expect_with(|_| {
+            let config = load_from_str(
+                "[auth]\njwt_secret = \"hunter2hunter2\"\n[mqtt]\nurl = \"mqtt://gw:pw@h:1\"\n",
+            )
+            .map_err(|e| e.to_string())?;
+            let printed = toml::to_string(&config).map_err(|e| e.to_string())?;
+            assert!(!printed.contains("hunter2"), "{printed}");
+            assert!(!printed.contains("gw:pw"), "{printed}");
+            assert!(printed.contains("jwt_secret = \"********\""), "{printed}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,138 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+use crate::secret::Secret;
+
+/// The whole configuration: one struct per `[section]` of CONTRACT §7.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Gateway users are `user@domain`.
+    pub domain: String,
+    /// Home of the embedded store and of the generated JWT secret.
+    pub data_dir: PathBuf,
+    /// A shared store (`postgres://…`) instead of the embedded SQLite file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<Secret>,
+    /// How long `SIGINT`/`SIGTERM` may take to drain in-flight work before the process exits.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            domain: "localhost".into(),
+            data_dir: "./data".into(),
+            database_url: None,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret. Absent together with `jwt_public_key`: one is generated in `data_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<Secret>,
+    /// PEM public key: RS256 or ES256 by the key's type, never HS256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Run the built-in MQTT endpoint. Left unset it follows `url`: embedded unless a broker is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<bool>,
+    pub listen: SocketAddr,
+    /// An existing broker, `mqtt://user:pass@host:port`; the user is the gateway's own account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+    /// Client id of the gateway's own session on an external broker; it must be stable across
+    /// restarts for the broker to keep the persistent session.
+    pub client_id: String,
+    pub topic_prefix: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            embedded: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            url: None,
+            client_id: "switchboard".into(),
+            topic_prefix: "im".into(),
+        }
+    }
+}
+
+/// What the MQTT adapter does, once `embedded` and `url` have been reconciled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MqttMode {
+    Embedded { listen: SocketAddr },
+    External { url: String },
+}
+
+impl MqttConfig {
+    pub fn mode(&self) -> MqttMode {
+        match &self.url {
+            Some(url) if self.embedded != Some(true) => MqttMode::External {
+                url: url.expose().to_owned(),
+            },
+            _ => MqttMode::Embedded {
+                listen: self.listen,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_frame_bytes: usize,
+    /// Sustained rate per user; bursts of twice this are allowed.
+    pub messages_per_second: u32,
+    /// Queued frames per offline user.
+    pub offline_max: u32,
+    pub offline_ttl: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 65_536,
+            messages_per_second: 20,
+            offline_max: 10_000,
+            offline_ttl: Duration::from_secs(30 * 86_400),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Checks across fields, which serde cannot express. Each names the key to change.
+
+use crate::error::ConfigError;
+use crate::sections::Config;
+
+pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
+    let domain = &config.gateway.domain;
+    if !is_domain(domain) {
+        return Err(ConfigError::invalid(
+            "gateway.domain",
+            format!("`{domain}` is not a domain name"),
+        ));
+    }
+    if config.auth.jwt_secret.is_some() && config.auth.jwt_public_key.is_some() {
+        return Err(ConfigError::invalid(
+            "auth.jwt_public_key",
+            "set either auth.jwt_secret (HS256) or auth.jwt_public_key (RS256/ES256), not both",
+        ));
+    }
+    if config.auth.jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 8) {
+        return Err(ConfigError::invalid(
+            "auth.jwt_secret",
+            "must be at least 8 characters long",
+        ));
+    }
+    if let Some(url) = &config.database_url_str() {
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::invalid(
+                "gateway.database_url",
+                "must start with postgres:// (or sqlite:)",
+            ));
+        }
+    }
+    let mqtt = &config.mqtt;
+    if let Some(url) = &mqtt.url {
+        if mqtt.embedded == Some(true) {
+            return Err(ConfigError::invalid(
+                "mqtt.url",
+                "an external broker is given while mqtt.embedded = true; set mqtt.embedded = false",
+            ));
+        }
+        let text = url.expose();
+        if !(text.starts_with("mqtt://") || text.starts_with("tcp://")) {
+            return Err(ConfigError::invalid(
+                "mqtt.url",
+                "must look like mqtt://user:password@host:1883",
+            ));
+        }
+    } else if mqtt.embedded == Some(false) {
+        return Err(ConfigError::invalid(
+            "mqtt.url",
+            "mqtt.embedded = false needs an external broker in mqtt.url",
+        ));
+    }
+    if mqtt.topic_prefix.is_empty()
+        || mqtt
+            .topic_prefix
+            .contains(|c: char| matches!(c, '+' | '#' | '\0'))
+        || mqtt.topic_prefix.starts_with('/')
+        || mqtt.topic_prefix.ends_with('/')
+    {
+        return Err(ConfigError::invalid(
+            "mqtt.topic_prefix",
+            "must be a non-empty topic level without wildcards or leading/trailing '/'",
+        ));
+    }
+    if mqtt.client_id.is_empty() {
+        return Err(ConfigError::invalid("mqtt.client_id", "must not be empty"));
+    }
+    let limits = &config.limits;
+    if limits.max_frame_bytes < 256 || limits.max_frame_bytes > 16 * 1024 * 1024 {
+        return Err(ConfigError::invalid(
+            "limits.max_frame_bytes",
+            "must be between 256 and 16777216",
+        ));
+    }
+    if limits.messages_per_second == 0 {
+        return Err(ConfigError::invalid(
+            "limits.messages_per_second",
+            "must be at least 1",
+        ));
+    }
+    if limits.offline_max == 0 {
+        return Err(ConfigError::invalid("limits.offline_max", "must be at least 1"));
+    }
+    Ok(())
+}
+
+impl Config {
+    fn database_url_str(&self) -> Option<String> {
+        self.gateway
+            .database_url
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+    }
+}
+
+fn is_domain(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
