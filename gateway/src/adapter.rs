@@ -1,0 +1,50 @@
+//! The one trait every protocol adapter implements.
+//!
+//! An adapter is built from its configuration by the binary, then run: it receives an
+//! [`AdapterContext`] with the router handle, the shared health registry and the shutdown
+//! signal, and returns when shutdown has been asked for and its in-flight work is settled.
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::health::Health;
+use crate::router::RouterHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// A listener could not be opened; `key` is the configuration key to change.
+    #[error("{adapter}: cannot listen on {address} (configuration key `{key}`): {source}")]
+    Bind {
+        adapter: &'static str,
+        key: &'static str,
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{adapter}: {message}")]
+    Fatal {
+        adapter: &'static str,
+        message: String,
+    },
+}
+
+/// What an adapter is handed to run.
+#[derive(Clone)]
+pub struct AdapterContext {
+    pub router: RouterHandle,
+    pub auth: Authenticator,
+    pub health: Health,
+    /// Cancelled when the gateway begins to shut down: stop accepting, settle in-flight work, return.
+    pub shutdown: CancellationToken,
+}
+
+pub trait Adapter: Send + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Opens listeners or connections. Separate from [`Adapter::run`] so the binary can report a
+    /// port that is taken before anything else starts.
+    fn bind(&mut self) -> BoxFuture<'_, Result<(), AdapterError>>;
+
+    fn run(self: Box<Self>, context: AdapterContext) -> BoxFuture<'static, Result<(), AdapterError>>;
+}

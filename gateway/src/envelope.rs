@@ -1,0 +1,207 @@
+//! The canonical envelope: what travels between adapters, whatever protocol it came in on.
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::id::MessageId;
+
+/// Milliseconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        Self((now.unix_timestamp_nanos() / 1_000_000) as i64)
+    }
+
+    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-21T10:00:00.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1_000_000;
+        match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            Ok(at) => {
+                let (y, mo, d) = (at.year(), u8::from(at.month()), at.day());
+                let (h, mi, s, ms) = (at.hour(), at.minute(), at.second(), at.millisecond());
+                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+            }
+            Err(_) => "1970-01-01T00:00:00.000Z".to_owned(),
+        }
+    }
+}
+
+/// One unit of traffic: who sends what to whom.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The gateway's id for this envelope, minted when it entered the gateway.
+    pub id: MessageId,
+    pub from: Address,
+    pub to: Address,
+    pub ts: Timestamp,
+    pub body: Body,
+}
+
+impl Envelope {
+    pub fn new(from: Address, to: Address, body: Body) -> Self {
+        Self {
+            id: MessageId::generate(),
+            from,
+            to,
+            ts: Timestamp::now(),
+            body,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    Message(MessageBody),
+    Presence(PresenceBody),
+    Subscription { action: SubscriptionAction },
+    Receipt(ReceiptBody),
+    ChatState { state: ChatState },
+    Device(DeviceRegistration),
+}
+
+impl Body {
+    /// Whether an envelope with this body waits in the store for a user who is away
+    /// (CONTRACT §8 "Offline"): messages, subscription traffic and receipts do; presence and chat
+    /// states do not, because they are stale by the time she returns.
+    pub fn is_queued_offline(&self) -> bool {
+        matches!(
+            self,
+            Self::Message(_) | Self::Subscription { .. } | Self::Receipt(_)
+        )
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Message(_) => "message",
+            Self::Presence(_) => "presence",
+            Self::Subscription { .. } => "subscription",
+            Self::Receipt(_) => "receipt",
+            Self::ChatState { .. } => "chatstate",
+            Self::Device(_) => "device",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageBody {
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub kind: MessageKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    #[default]
+    Chat,
+    Normal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PresenceBody {
+    pub show: Show,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Show {
+    Available,
+    Away,
+    Chat,
+    Dnd,
+    Xa,
+    Unavailable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionAction {
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptBody {
+    /// The id of the message this receipt is about, as its recipient saw it.
+    pub of: MessageId,
+    pub status: ReceiptStatus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptStatus {
+    Received,
+    Displayed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatState {
+    Active,
+    Composing,
+    Paused,
+    Inactive,
+    Gone,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRegistration {
+    pub action: DeviceAction,
+    pub platform: Platform,
+    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceAction {
+    Register,
+    Unregister,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Fcm,
+    Apns,
+    Baidu,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fcm => "fcm",
+            Self::Apns => "apns",
+            Self::Baidu => "baidu",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_rfc3339_utc() {
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(1_795_000_000_123).to_rfc3339(),
+            "2026-11-18T11:06:40.123Z"
+        );
+    }
+}

@@ -1,0 +1,114 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::session::{SessionEntry, SessionLease};
+use super::{Command, RouterSettings};
+use crate::address::UserId;
+use crate::envelope::Envelope;
+use crate::id::SessionId;
+use crate::outcome::Outcome;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("the router has stopped")]
+    Stopped,
+    #[error("cannot record the user: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// How adapters talk to the router. Cheap to clone.
+#[derive(Clone)]
+pub struct RouterHandle {
+    commands: mpsc::Sender<Command>,
+    settings: Arc<RouterSettings>,
+}
+
+impl RouterHandle {
+    pub(crate) fn new(commands: mpsc::Sender<Command>, settings: Arc<RouterSettings>) -> Self {
+        Self { commands, settings }
+    }
+
+    pub fn settings(&self) -> &RouterSettings {
+        &self.settings
+    }
+
+    /// Hands an envelope to the router. Waits only for room in the router's queue; the returned
+    /// [`Pending`] resolves once the envelope is delivered, stored or refused.
+    ///
+    /// Envelopes submitted one after another from one task are routed in that order.
+    pub async fn submit(&self, envelope: Envelope) -> Pending {
+        let (reply, outcome) = oneshot::channel();
+        let command = Command::Submit { envelope, reply };
+        if self.commands.send(command).await.is_err() {
+            return Pending::ready(Outcome::Retryable("the gateway is shutting down".into()));
+        }
+        Pending { outcome: Some(outcome), ready: None }
+    }
+
+    /// Registers a live connection of `user`, recording her as known. The session receives
+    /// nothing until [`SessionLease::set_deliverable`].
+    pub async fn open_session(
+        &self,
+        user: UserId,
+        adapter: &'static str,
+    ) -> Result<SessionLease, RouterError> {
+        let id = SessionId::next();
+        let (outbound_tx, outbound_rx) = mpsc::channel(self.settings.session_capacity);
+        let kick = CancellationToken::new();
+        let entry = SessionEntry {
+            id,
+            adapter,
+            outbound: outbound_tx,
+            kick: kick.clone(),
+            deliverable: false,
+        };
+        let (reply, opened) = oneshot::channel();
+        self.commands
+            .send(Command::Open {
+                user: user.clone(),
+                entry,
+                reply,
+            })
+            .await
+            .map_err(|_| RouterError::Stopped)?;
+        // The lease exists before the answer so that a failure below still closes the session.
+        let lease = SessionLease::new(id, user, outbound_rx, kick, self.commands.clone());
+        opened.await.map_err(|_| RouterError::Stopped)??;
+        Ok(lease)
+    }
+}
+
+/// The outcome of a submitted envelope, once the router knows it.
+pub struct Pending {
+    outcome: Option<oneshot::Receiver<Outcome>>,
+    ready: Option<Outcome>,
+}
+
+impl Pending {
+    fn ready(outcome: Outcome) -> Self {
+        Self { outcome: None, ready: Some(outcome) }
+    }
+}
+
+impl Future for Pending {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        if let Some(outcome) = self.ready.take() {
+            return Poll::Ready(outcome);
+        }
+        match self.outcome.as_mut() {
+            Some(receiver) => Pin::new(receiver).poll(cx).map(|result| {
+                // A resolver dropped unresolved means nobody took responsibility: retry.
+                result.unwrap_or_else(|_| Outcome::Retryable("the gateway is shutting down".into()))
+            }),
+            None => Poll::Ready(Outcome::Retryable("already resolved".into())),
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! One task per active user: delivery to her sessions, her offline queue, her presence.
+//!
+//! Everything about one user happens here in arrival order, so her messages keep their order
+//! without locks: an envelope that arrives while her backlog is being replayed simply waits in the
+//! mailbox's queue until the replay has been handed to her session.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot};
+
+use super::session::{Delivered, Outbound, SessionEntry};
+use super::{Command, RouterSettings};
+use crate::address::UserId;
+use crate::envelope::{Body, DeviceAction, Envelope, PresenceBody, Show, Timestamp};
+use crate::id::SessionId;
+use crate::metrics;
+use crate::outcome::{Outcome, Rejection};
+use crate::store::{QueueSeq, Store, StoreError};
+
+const REPLAY_PAGE: u32 = 128;
+const DEQUEUE_BATCH: usize = 64;
+
+pub(crate) enum MailboxCommand {
+    Deliver {
+        envelope: Envelope,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Open {
+        entry: SessionEntry,
+        newly_known: bool,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Deliverable {
+        session: SessionId,
+    },
+    Close {
+        session: SessionId,
+    },
+}
+
+/// A delivery whose proof is awaited.
+enum Completion {
+    Live {
+        envelope: Arc<Envelope>,
+        reply: oneshot::Sender<Outcome>,
+        delivered: bool,
+    },
+    Replayed {
+        seq: QueueSeq,
+        delivered: bool,
+    },
+}
+
+pub(crate) struct Mailbox {
+    user: UserId,
+    store: Arc<dyn Store>,
+    settings: Arc<RouterSettings>,
+    router: mpsc::WeakSender<Command>,
+    sessions: Vec<SessionEntry>,
+    inflight: FuturesUnordered<BoxFuture<'static, Completion>>,
+    /// Length of the offline queue, loaded on first use.
+    queue_len: Option<u64>,
+    presence: Option<PresenceBody>,
+    processed: u64,
+    /// Replayed envelopes confirmed by the client, to delete from the store in one batch.
+    confirmed: Vec<QueueSeq>,
+}
+
+impl Mailbox {
+    pub(crate) fn new(
+        user: UserId,
+        store: Arc<dyn Store>,
+        settings: Arc<RouterSettings>,
+        router: mpsc::WeakSender<Command>,
+    ) -> Self {
+        Self {
+            user,
+            store,
+            settings,
+            router,
+            sessions: Vec::new(),
+            inflight: FuturesUnordered::new(),
+            queue_len: None,
+            presence: None,
+            processed: 0,
+            confirmed: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<MailboxCommand>) {
+        loop {
+            let idle = self.sessions.is_empty() && self.inflight.is_empty();
+            tokio::select! {
+                biased;
+                Some(completion) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.complete(completion).await;
+                }
+                command = inbox.recv() => {
+                    let Some(command) = command else { break };
+                    self.processed += 1;
+                    self.handle(command).await;
+                }
+                () = tokio::time::sleep(self.settings.mailbox_idle), if idle => {
+                    self.flush_confirmed().await;
+                    if let Some(router) = self.router.upgrade() {
+                        let idle = Command::Idle { user: self.user.clone(), processed: self.processed };
+                        let _ = router.send(idle).await;
+                    }
+                }
+            }
+            if self.confirmed.len() >= DEQUEUE_BATCH || (inbox.is_empty() && self.inflight.is_empty()) {
+                self.flush_confirmed().await;
+            }
+        }
+        // The router is gone (shutdown): settle what is still in flight so nothing is lost.
+        while let Some(completion) = self.inflight.next().await {
+            self.complete(completion).await;
+        }
+        self.flush_confirmed().await;
+    }
+
+    async fn handle(&mut self, command: MailboxCommand) {
+        match command {
+            MailboxCommand::Deliver { envelope, reply } => self.deliver(envelope, reply).await,
+            MailboxCommand::Open {
+                entry,
+                newly_known,
+                reply,
+            } => {
+                let result = self.open(entry, newly_known).await;
+                let _ = reply.send(result);
+            }
+            MailboxCommand::Deliverable { session } => self.make_deliverable(session).await,
+            MailboxCommand::Close { session } => self.close(session).await,
+        }
+    }
+
+    async fn open(&mut self, entry: SessionEntry, newly_known: bool) -> Result<(), StoreError> {
+        if newly_known {
+            self.store.ensure_user(&self.user).await?;
+        }
+        if self.sessions.is_empty() {
+            // Her first session makes her available, as she last said she was.
+            let last = self.store.last_presence(&self.user).await.unwrap_or_else(|error| {
+                tracing::warn!(user = %self.user, %error, "cannot read last presence");
+                None
+            });
+            self.presence = Some(last.unwrap_or(PresenceBody {
+                show: Show::Available,
+                status: None,
+            }));
+        }
+        ::metrics::gauge!(metrics::SESSIONS, "adapter" => entry.adapter).increment(1.0);
+        tracing::debug!(user = %self.user, session = %entry.id, adapter = entry.adapter, "session opened");
+        self.sessions.push(entry);
+        Ok(())
+    }
+
+    async fn make_deliverable(&mut self, session: SessionId) {
+        let first = !self.sessions.iter().any(|s| s.deliverable);
+        let Some(entry) = self.sessions.iter_mut().find(|s| s.id == session) else {
+            return;
+        };
+        if entry.deliverable {
+            return;
+        }
+        entry.deliverable = true;
+        if first {
+            self.replay(session).await;
+        }
+    }
+
+    /// Hands the offline queue to the session, oldest first. Entries are deleted from the store
+    /// only once the client confirms them.
+    async fn replay(&mut self, session: SessionId) {
+        let ttl_ms = i64::try_from(self.settings.offline_ttl.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = Timestamp::now().0.saturating_sub(ttl_ms);
+        let mut after = None;
+        loop {
+            let page = match self.store.queued(&self.user, after, REPLAY_PAGE).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(user = %self.user, %error, "cannot read the offline queue");
+                    return;
+                }
+            };
+            if page.is_empty() {
+                return;
+            }
+            for queued in page {
+                after = Some(queued.seq);
+                if queued.envelope.ts.0 < cutoff {
+                    self.confirmed.push(queued.seq);
+                    continue;
+                }
+                let (delivered, proof) = Delivered::new();
+                let outbound = Outbound {
+                    envelope: Arc::new(queued.envelope),
+                    delivered: Some(delivered),
+                };
+                if !self.send_to(session, outbound).await {
+                    return;
+                }
+                let seq = queued.seq;
+                self.inflight.push(Box::pin(async move {
+                    Completion::Replayed {
+                        seq,
+                        delivered: proof.await.is_ok(),
+                    }
+                }));
+            }
+        }
+    }
+
+    async fn deliver(&mut self, envelope: Envelope, reply: oneshot::Sender<Outcome>) {
+        let to_self = envelope.from.as_user() == Some(&self.user);
+        match &envelope.body {
+            Body::Presence(presence) if to_self => {
+                let outcome = self.set_presence(presence.clone()).await;
+                let _ = reply.send(outcome);
+                return;
+            }
+            Body::Device(device) => {
+                let result = match device.action {
+                    DeviceAction::Register => self.store.register_device(&self.user, device).await.map(|()| true),
+                    DeviceAction::Unregister => self.store.unregister_device(&self.user, device).await,
+                };
+                let outcome = match result {
+                    Ok(true) => Outcome::Accepted,
+                    Ok(false) => Outcome::Rejected(Rejection::UnknownDevice),
+                    Err(error) => {
+                        tracing::error!(user = %self.user, %error, "cannot update devices");
+                        Outcome::Retryable("the store is unavailable".into())
+                    }
+                };
+                let _ = reply.send(outcome);
+                return;
+            }
+            _ => {}
+        }
+
+        let queued_offline = envelope.body.is_queued_offline();
+        let targets: Vec<SessionId> = self.sessions.iter().filter(|s| s.deliverable).map(|s| s.id).collect();
+        if targets.is_empty() {
+            if queued_offline {
+                let outcome = self.enqueue(&envelope).await;
+                let _ = reply.send(outcome);
+            } else {
+                let _ = reply.send(Outcome::Accepted);
+            }
+            return;
+        }
+
+        let envelope = Arc::new(envelope);
+        if !queued_offline {
+            // Presence and chat states are worth nothing late: a full session queue drops them.
+            for session in targets {
+                if let Some(entry) = self.sessions.iter().find(|s| s.id == session) {
+                    let _ = entry.outbound.try_send(Outbound { envelope: envelope.clone(), delivered: None });
+                }
+            }
+            let _ = reply.send(Outcome::Accepted);
+            return;
+        }
+
+        let mut proofs = Vec::with_capacity(targets.len());
+        for session in targets {
+            let (delivered, proof) = Delivered::new();
+            let outbound = Outbound { envelope: envelope.clone(), delivered: Some(delivered) };
+            if self.send_to(session, outbound).await {
+                proofs.push(proof);
+            }
+        }
+        if proofs.is_empty() {
+            let outcome = self.enqueue(&envelope).await;
+            let _ = reply.send(outcome);
+            return;
+        }
+        self.inflight.push(Box::pin(async move {
+            let results = futures::future::join_all(proofs).await;
+            Completion::Live {
+                envelope,
+                reply,
+                delivered: results.iter().any(Result::is_ok),
+            }
+        }));
+    }
+
+    /// Queues `outbound` for one session. A session that leaves its queue full for too long is a
+    /// slow consumer: it is cut off, so it cannot hold the user's other sessions back.
+    async fn send_to(&mut self, session: SessionId, outbound: Outbound) -> bool {
+        let Some(entry) = self.sessions.iter().find(|s| s.id == session) else {
+            return false;
+        };
+        match entry.outbound.send_timeout(outbound, self.settings.slow_consumer_timeout).await {
+            Ok(()) => true,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(user = %self.user, session = %session, "slow consumer cut off");
+                ::metrics::counter!(metrics::ERRORS, "adapter" => entry.adapter, "code" => "slow-consumer").increment(1);
+                entry.kick.cancel();
+                self.remove_session(session);
+                false
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                self.remove_session(session);
+                false
+            }
+        }
+    }
+
+    async fn complete(&mut self, completion: Completion) {
+        match completion {
+            Completion::Live { reply, delivered: true, .. } => {
+                let _ = reply.send(Outcome::Delivered);
+            }
+            Completion::Live { envelope, reply, delivered: false } => {
+                let outcome = self.enqueue(&envelope).await;
+                let _ = reply.send(outcome);
+            }
+            Completion::Replayed { seq, delivered: true } => {
+                self.confirmed.push(seq);
+            }
+            // Still in the store; replayed again when she next becomes reachable.
+            Completion::Replayed { delivered: false, .. } => {}
+        }
+    }
+
+    async fn enqueue(&mut self, envelope: &Envelope) -> Outcome {
+        let len = match self.queue_len {
+            Some(len) => len,
+            None => match self.store.queue_len(&self.user).await {
+                Ok(len) => len,
+                Err(error) => {
+                    tracing::error!(user = %self.user, %error, "cannot count the offline queue");
+                    return Outcome::Retryable("the store is unavailable".into());
+                }
+            },
+        };
+        if len >= self.settings.offline_max {
+            tracing::warn!(user = %self.user, msg = %envelope.id, "offline queue full");
+            self.queue_len = Some(len);
+            return Outcome::Rejected(Rejection::QueueFull);
+        }
+        match self.store.enqueue(&self.user, envelope).await {
+            Ok(_) => {
+                self.queue_len = Some(len + 1);
+                ::metrics::counter!(metrics::STORED).increment(1);
+                Outcome::Stored
+            }
+            Err(error) => {
+                tracing::error!(user = %self.user, msg = %envelope.id, %error, "cannot store for later");
+                self.queue_len = None;
+                Outcome::Retryable("the store is unavailable".into())
+            }
+        }
+    }
+
+    async fn flush_confirmed(&mut self) {
+        if self.confirmed.is_empty() {
+            return;
+        }
+        let seqs = std::mem::take(&mut self.confirmed);
+        match self.store.dequeue(&self.user, &seqs).await {
+            Ok(()) => {
+                self.queue_len = self.queue_len.map(|len| len.saturating_sub(seqs.len() as u64));
+            }
+            Err(error) => {
+                // They were delivered; at worst they are delivered again after a restart.
+                tracing::error!(user = %self.user, %error, "cannot delete delivered envelopes");
+                self.queue_len = None;
+            }
+        }
+    }
+
+    async fn set_presence(&mut self, presence: PresenceBody) -> Outcome {
+        if presence.show != Show::Unavailable {
+            if let Err(error) = self.store.save_presence(&self.user, &presence).await {
+                tracing::warn!(user = %self.user, %error, "cannot save presence");
+            }
+        }
+        self.presence = Some(presence);
+        Outcome::Accepted
+    }
+
+    async fn close(&mut self, session: SessionId) {
+        let was_deliverable = self.sessions.iter().any(|s| s.id == session && s.deliverable);
+        self.remove_session(session);
+        if self.sessions.is_empty() {
+            self.presence = Some(PresenceBody { show: Show::Unavailable, status: None });
+        }
+        if was_deliverable && !self.sessions.iter().any(|s| s.deliverable) {
+            // Settle what that session had not confirmed before anything newer is stored, so the
+            // offline queue keeps the original order.
+            while let Some(completion) = self.inflight.next().await {
+                self.complete(completion).await;
+            }
+        }
+    }
+
+    fn remove_session(&mut self, session: SessionId) {
+        if let Some(index) = self.sessions.iter().position(|s| s.id == session) {
+            let entry = self.sessions.swap_remove(index);
+            ::metrics::gauge!(metrics::SESSIONS, "adapter" => entry.adapter).decrement(1.0);
+            tracing::debug!(user = %self.user, session = %session, "session closed");
+        }
+    }
+}

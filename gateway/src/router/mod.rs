@@ -1,0 +1,219 @@
+//! The router: the only owner of routing state.
+//!
+//! One router task keeps the map from user to mailbox and the set of known users; it never waits
+//! on I/O, so one slow user cannot stall the others. Each active user has a mailbox task that
+//! serialises everything about her — delivery to her live sessions, her offline queue, her
+//! presence — which keeps her traffic in order without locks. Adapters reach the router only
+//! through a [`RouterHandle`] (bounded channels) and see each other never.
+
+mod handle;
+mod mailbox;
+mod session;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+pub use handle::{Pending, RouterError, RouterHandle};
+pub use session::{Delivered, Outbound, SessionLease};
+
+use crate::address::{Address, Domain, UserId};
+use crate::envelope::{Body, Envelope, Timestamp};
+use crate::metrics;
+use crate::outcome::{Outcome, Rejection};
+use crate::store::{Store, StoreError};
+use mailbox::{Mailbox, MailboxCommand};
+use session::SessionEntry;
+
+/// Tuning and limits the router applies to every user.
+#[derive(Clone, Debug)]
+pub struct RouterSettings {
+    pub domain: Domain,
+    /// Envelopes queued per user mailbox before senders are told `unavailable`.
+    pub mailbox_capacity: usize,
+    /// Envelopes queued per live session before the session counts as a slow consumer.
+    pub session_capacity: usize,
+    /// How long a session may leave its queue full before it is cut off.
+    pub slow_consumer_timeout: Duration,
+    pub offline_max: u64,
+    pub offline_ttl: Duration,
+    /// How long an idle mailbox of an offline user lingers before it is dropped.
+    pub mailbox_idle: Duration,
+}
+
+impl RouterSettings {
+    pub fn new(domain: Domain) -> Self {
+        Self {
+            domain,
+            mailbox_capacity: 1024,
+            session_capacity: 256,
+            slow_consumer_timeout: Duration::from_secs(10),
+            offline_max: 10_000,
+            offline_ttl: Duration::from_secs(30 * 86_400),
+            mailbox_idle: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(crate) enum Command {
+    Submit {
+        envelope: Envelope,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Open {
+        user: UserId,
+        entry: SessionEntry,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    ToMailbox {
+        user: UserId,
+        command: MailboxCommand,
+    },
+    /// A mailbox that had nothing to do for a while; `processed` lets the router tell whether
+    /// something is still on its way to it.
+    Idle {
+        user: UserId,
+        processed: u64,
+    },
+}
+
+struct MailboxRef {
+    commands: mpsc::Sender<MailboxCommand>,
+    sent: u64,
+}
+
+/// Loads the known users, drops expired offline envelopes and starts the router task.
+pub async fn spawn(
+    store: Arc<dyn Store>,
+    settings: RouterSettings,
+    tracker: &TaskTracker,
+) -> Result<RouterHandle, StoreError> {
+    let known: HashSet<UserId> = store.known_users().await?.into_iter().collect();
+    let cutoff = Timestamp::now().0 - i64::try_from(settings.offline_ttl.as_millis()).unwrap_or(i64::MAX);
+    let expired = store.expire_queued(Timestamp(cutoff)).await?;
+    if expired > 0 {
+        tracing::info!(expired, "dropped offline envelopes older than limits.offline_ttl");
+    }
+    let settings = Arc::new(settings);
+    let (commands, inbox) = mpsc::channel(4096);
+    let router = Router {
+        store,
+        settings: settings.clone(),
+        known,
+        mailboxes: HashMap::new(),
+        commands: commands.downgrade(),
+        tracker: tracker.clone(),
+    };
+    tracker.spawn(router.run(inbox));
+    Ok(RouterHandle::new(commands, settings))
+}
+
+struct Router {
+    store: Arc<dyn Store>,
+    settings: Arc<RouterSettings>,
+    known: HashSet<UserId>,
+    mailboxes: HashMap<UserId, MailboxRef>,
+    /// Weak, so the router's own copy does not keep it alive once every adapter is gone.
+    commands: mpsc::WeakSender<Command>,
+    tracker: TaskTracker,
+}
+
+impl Router {
+    /// Runs until every [`RouterHandle`] is gone: at shutdown the adapters drain their in-flight
+    /// work through the router first, then drop their handles.
+    async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+        while let Some(command) = inbox.recv().await {
+            ::metrics::gauge!(metrics::ROUTER_QUEUE).set(inbox.len() as f64);
+            self.handle(command);
+        }
+        tracing::debug!("router stopped");
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Submit { envelope, reply } => self.route(envelope, reply),
+            Command::Open { user, entry, reply } => {
+                let newly_known = self.known.insert(user.clone());
+                self.forward(
+                    &user,
+                    MailboxCommand::Open {
+                        entry,
+                        newly_known,
+                        reply,
+                    },
+                );
+            }
+            Command::ToMailbox { user, command } => self.forward(&user, command),
+            Command::Idle { user, processed } => {
+                if self.mailboxes.get(&user).is_some_and(|m| m.sent == processed) {
+                    // Dropping the sender ends the mailbox task once it has read everything.
+                    self.mailboxes.remove(&user);
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, envelope: Envelope, reply: oneshot::Sender<Outcome>) {
+        let to = match &envelope.to {
+            Address::User { user } => user.clone(),
+            Address::Remote(_) => {
+                let _ = reply.send(Outcome::Rejected(Rejection::NoRoute));
+                return;
+            }
+        };
+        if matches!(envelope.body, Body::Device(_)) && envelope.from.as_user() != Some(&to) {
+            let _ = reply.send(Outcome::Rejected(Rejection::Forbidden(
+                "devices are registered by their owner".into(),
+            )));
+            return;
+        }
+        if !self.known.contains(&to) {
+            let _ = reply.send(Outcome::Rejected(Rejection::UnknownUser));
+            return;
+        }
+        self.forward(&to, MailboxCommand::Deliver { envelope, reply });
+    }
+
+    fn forward(&mut self, user: &UserId, command: MailboxCommand) {
+        let mailbox = self
+            .mailboxes
+            .entry(user.clone())
+            .or_insert_with(|| {
+                let (commands, inbox) = mpsc::channel(self.settings.mailbox_capacity);
+                let mailbox = Mailbox::new(
+                    user.clone(),
+                    self.store.clone(),
+                    self.settings.clone(),
+                    self.commands.clone(),
+                );
+                self.tracker.spawn(mailbox.run(inbox));
+                MailboxRef { commands, sent: 0 }
+            });
+        match mailbox.commands.try_send(command) {
+            Ok(()) => mailbox.sent += 1,
+            Err(mpsc::error::TrySendError::Full(command) | mpsc::error::TrySendError::Closed(command)) => {
+                // Policy: chat is never dropped silently. The sender hears `unavailable` and may
+                // retry; session bookkeeping is retried in the background so it is never lost.
+                match command {
+                    MailboxCommand::Deliver { reply, envelope } => {
+                        tracing::warn!(user = %user, msg = %envelope.id, "mailbox full, refusing");
+                        let _ = reply.send(Outcome::Retryable("the recipient is overloaded".into()));
+                    }
+                    other => {
+                        let commands = mailbox.commands.clone();
+                        mailbox.sent += 1;
+                        tokio::spawn(async move {
+                            let _ = commands.send(other).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! What an adapter holds for one live connection of a user, and what flows to it.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Command;
+use super::mailbox::MailboxCommand;
+use crate::address::UserId;
+use crate::envelope::Envelope;
+use crate::id::SessionId;
+
+/// An envelope for a session to write to its client.
+#[derive(Debug)]
+pub struct Outbound {
+    pub envelope: Arc<Envelope>,
+    /// Present when the sender waits for proof of delivery: resolve it once the client has the
+    /// frame (written to a WebSocket, PUBACKed over MQTT QoS 1). Dropping it unresolved means
+    /// "not delivered", and the router keeps the envelope for later.
+    pub delivered: Option<Delivered>,
+}
+
+/// Proof of delivery for one [`Outbound`].
+#[derive(Debug)]
+pub struct Delivered(oneshot::Sender<()>);
+
+impl Delivered {
+    pub(crate) fn new() -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(tx), rx)
+    }
+
+    pub fn confirm(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// The router's side of a session.
+pub(crate) struct SessionEntry {
+    pub id: SessionId,
+    pub adapter: &'static str,
+    pub outbound: mpsc::Sender<Outbound>,
+    pub kick: CancellationToken,
+    pub deliverable: bool,
+}
+
+/// A live connection of a user, registered with the router. Dropping it closes the session.
+pub struct SessionLease {
+    pub id: SessionId,
+    pub user: UserId,
+    pub outbound: mpsc::Receiver<Outbound>,
+    kick: CancellationToken,
+    commands: mpsc::Sender<Command>,
+}
+
+impl SessionLease {
+    pub(crate) fn new(
+        id: SessionId,
+        user: UserId,
+        outbound: mpsc::Receiver<Outbound>,
+        kick: CancellationToken,
+        commands: mpsc::Sender<Command>,
+    ) -> Self {
+        Self {
+            id,
+            user,
+            outbound,
+            kick,
+            commands,
+        }
+    }
+
+    /// From now on the session receives the user's traffic, starting with what waited for her
+    /// in the offline queue. A WebSocket is deliverable at once; an MQTT client once it has
+    /// subscribed to its `in` topic.
+    pub async fn set_deliverable(&self) {
+        let _ = self
+            .commands
+            .send(Command::ToMailbox {
+                user: self.user.clone(),
+                command: MailboxCommand::Deliverable { session: self.id },
+            })
+            .await;
+    }
+
+    /// Resolves when the router cuts this session off (a slow consumer); the adapter then closes
+    /// the connection.
+    pub fn kicked(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.kick.cancelled()
+    }
+}
+
+impl Drop for SessionLease {
+    fn drop(&mut self) {
+        // Whatever is still queued for this session was not delivered: dropping it releases its
+        // proof-of-delivery, so the mailbox stores it for the user's return.
+        self.outbound.close();
+        while self.outbound.try_recv().is_ok() {}
+        let close = Command::ToMailbox {
+            user: self.user.clone(),
+            command: MailboxCommand::Close { session: self.id },
+        };
+        if let Err(mpsc::error::TrySendError::Full(close)) = self.commands.try_send(close) {
+            let commands = self.commands.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = commands.send(close).await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::envelope::{MessageBody, MessageKind};
+use crate::store::SqlStore;
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).expect("valid user")
+}
+
+fn chat(from: &str, to: &str, text: &str) -> Envelope {
+    Envelope::new(
+        Address::user(user(from)),
+        Address::user(user(to)),
+        Body::Message(MessageBody { body: text.into(), thread: None, subject: None, kind: MessageKind::Chat }),
+    )
+}
+
+fn text_of(outbound: &Outbound) -> String {
+    match &outbound.envelope.body {
+        Body::Message(m) => m.body.clone(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn router(dir: &std::path::Path) -> RouterHandle {
+    let store = SqlStore::open_embedded(dir).await.expect("store");
+    spawn(Arc::new(store), RouterSettings::new(Domain::new("localhost")), &TaskTracker::new())
+        .await
+        .expect("router")
+}
+
+#[tokio::test]
+async fn a_never_seen_user_is_not_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(dir.path()).await;
+    let outcome = router.submit(chat("alice", "nobody", "hi")).await.await;
+    assert_eq!(outcome, Outcome::Rejected(Rejection::UnknownUser));
+}
+
+#[tokio::test]
+async fn offline_messages_are_stored_then_replayed_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(dir.path()).await;
+    drop(router.open_session(user("bob"), "test").await.expect("bob once"));
+    for i in 0..5 {
+        let outcome = router.submit(chat("alice", "bob", &format!("m{i}"))).await.await;
+        assert_eq!(outcome, Outcome::Stored);
+    }
+    let mut bob = router.open_session(user("bob"), "test").await.expect("bob back");
+    bob.set_deliverable().await;
+    // A live message sent during the replay must come after the backlog.
+    let live = router.submit(chat("alice", "bob", "live")).await;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let outbound = bob.outbound.recv().await.expect("frame");
+        seen.push(text_of(&outbound));
+        if let Some(proof) = outbound.delivered {
+            proof.confirm();
+        }
+    }
+    assert_eq!(seen, ["m0", "m1", "m2", "m3", "m4", "live"]);
+    assert_eq!(live.await, Outcome::Delivered);
+}
+
+#[tokio::test]
+async fn every_session_of_a_user_gets_every_frame() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(dir.path()).await;
+    let mut one = router.open_session(user("bob"), "test").await.expect("one");
+    let mut two = router.open_session(user("bob"), "test").await.expect("two");
+    one.set_deliverable().await;
+    two.set_deliverable().await;
+    let pending = router.submit(chat("alice", "bob", "hello")).await;
+    for session in [&mut one, &mut two] {
+        let outbound = session.outbound.recv().await.expect("frame");
+        assert_eq!(text_of(&outbound), "hello");
+        outbound.delivered.expect("proof wanted").confirm();
+    }
+    assert_eq!(pending.await, Outcome::Delivered);
+}
+
+#[tokio::test]
+async fn a_session_that_dies_before_confirming_leaves_the_message_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(dir.path()).await;
+    let mut bob = router.open_session(user("bob"), "test").await.expect("bob");
+    bob.set_deliverable().await;
+    let pending = router.submit(chat("alice", "bob", "fragile")).await;
+    let outbound = bob.outbound.recv().await.expect("frame");
+    drop(outbound);
+    drop(bob);
+    assert_eq!(pending.await, Outcome::Stored);
+
+    let mut bob = router.open_session(user("bob"), "test").await.expect("bob again");
+    bob.set_deliverable().await;
+    let outbound = bob.outbound.recv().await.expect("replayed");
+    assert_eq!(text_of(&outbound), "fragile");
+}

@@ -1,0 +1,48 @@
+//! Schema migrations, applied in order at start; each runs once, recorded in
+//! `schema_migrations`. The two backends differ in DDL only (auto-increment), so each has its own
+//! directory of the same versions.
+
+use sqlx::AnyPool;
+
+use super::StoreError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const SQLITE: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+
+pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+        .execute(pool)
+        .await?;
+    let migrations = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    for &(version, script) in migrations {
+        let mut tx = pool.begin().await?;
+        // Several nodes may start at once against one PostgreSQL: the insert is the lock.
+        let claimed = sqlx::query(
+            "INSERT INTO schema_migrations (version) VALUES ($1) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            continue;
+        }
+        for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| StoreError::Migration { version, source })?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}

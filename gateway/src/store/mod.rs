@@ -1,0 +1,77 @@
+//! The durable store: known users, offline queues, devices.
+//!
+//! Behind a trait so the router does not care where data lives. [`SqlStore`] implements it for
+//! SQLite (the embedded default, a file under `gateway.data_dir`) and PostgreSQL (shared by
+//! several gateway nodes) through one code path.
+
+mod migrate;
+mod sql;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use sql::SqlStore;
+
+use crate::address::UserId;
+use crate::envelope::{DeviceRegistration, Envelope, PresenceBody, Timestamp};
+
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored envelope cannot be read: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("cannot prepare the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migration {version} failed: {source}")]
+    Migration {
+        version: i64,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Position of an envelope in a user's offline queue; increases with every append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueueSeq(pub i64);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedEnvelope {
+    pub seq: QueueSeq,
+    pub envelope: Envelope,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Every user who has ever connected.
+    fn known_users(&self) -> StoreFuture<'_, Vec<UserId>>;
+    /// Records that `user` exists. Returns true when she is new.
+    fn ensure_user<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, bool>;
+    /// Appends to `user`'s offline queue; durable when the future resolves.
+    fn enqueue<'a>(&'a self, user: &'a UserId, envelope: &'a Envelope) -> StoreFuture<'a, QueueSeq>;
+    /// Up to `limit` queued envelopes after `after`, oldest first.
+    fn queued<'a>(
+        &'a self,
+        user: &'a UserId,
+        after: Option<QueueSeq>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<QueuedEnvelope>>;
+    fn queue_len<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, u64>;
+    fn dequeue<'a>(&'a self, user: &'a UserId, seqs: &'a [QueueSeq]) -> StoreFuture<'a, ()>;
+    /// Drops queued envelopes stored before `cutoff`; returns how many.
+    fn expire_queued(&self, cutoff: Timestamp) -> StoreFuture<'_, u64>;
+    /// The last presence a user set, to restore when she comes back.
+    fn save_presence<'a>(&'a self, user: &'a UserId, presence: &'a PresenceBody) -> StoreFuture<'a, ()>;
+    fn last_presence<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Option<PresenceBody>>;
+    fn register_device<'a>(&'a self, user: &'a UserId, device: &'a DeviceRegistration) -> StoreFuture<'a, ()>;
+    /// Returns false when `user` had no such device.
+    fn unregister_device<'a>(&'a self, user: &'a UserId, device: &'a DeviceRegistration) -> StoreFuture<'a, bool>;
+    fn devices<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<DeviceRegistration>>;
+    /// A cheap round trip, for `/healthz`.
+    fn ping(&self) -> StoreFuture<'_, ()>;
+}

@@ -1,0 +1,343 @@
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+use super::migrate::{self, Backend};
+use super::{QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
+use crate::address::UserId;
+use crate::envelope::{DeviceRegistration, Envelope, PresenceBody, Timestamp};
+
+/// SQLite or PostgreSQL through sqlx's `Any` driver: one set of queries (`$N` placeholders work on
+/// both), two migration directories.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+}
+
+impl SqlStore {
+    /// The embedded default: `switchboard.db` in `data_dir`, created if missing.
+    pub async fn open_embedded(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let file = data_dir.join("switchboard.db");
+        Self::connect(&format!("sqlite://{}?mode=rwc", file.display())).await
+    }
+
+    /// `sqlite://…` or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10));
+        let options = if backend == Backend::Sqlite {
+            options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers (replays) run beside the writer; FULL makes a commit
+                    // survive power loss, which is what an `ack` promises.
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            })
+        } else {
+            options
+        };
+        let pool = options.connect(url).await?;
+        migrate::run(&pool, backend).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+fn observe<T>(operation: &'static str, started: Instant, result: &Result<T, StoreError>) {
+    metrics::histogram!("switchboard_store_seconds", "op" => operation)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("switchboard_store_errors_total", "op" => operation).increment(1);
+    }
+}
+
+fn user_from_row(name: String) -> Result<UserId, StoreError> {
+    UserId::parse(&name).map_err(|e| StoreError::Corrupt(serde::de::Error::custom(e)))
+}
+
+impl Store for SqlStore {
+    fn known_users(&self) -> StoreFuture<'_, Vec<UserId>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT name FROM users").fetch_all(&self.pool).await?;
+            rows.into_iter()
+                .map(|row| user_from_row(row.try_get::<String, _>("name")?))
+                .collect()
+        })
+    }
+
+    fn ensure_user<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let inserted = sqlx::query(
+                "INSERT INTO users (name, created_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(user.as_str())
+            .bind(Timestamp::now().0)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            Ok(inserted > 0)
+        })
+    }
+
+    fn enqueue<'a>(&'a self, user: &'a UserId, envelope: &'a Envelope) -> StoreFuture<'a, QueueSeq> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = async {
+                let json = serde_json::to_string(envelope)?;
+                let row = sqlx::query(
+                    "INSERT INTO offline (user_name, created_ms, envelope) VALUES ($1, $2, $3) RETURNING seq",
+                )
+                .bind(user.as_str())
+                .bind(Timestamp::now().0)
+                .bind(json)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(QueueSeq(row.try_get::<i64, _>("seq")?))
+            }
+            .await;
+            observe("enqueue", started, &result);
+            result
+        })
+    }
+
+    fn queued<'a>(
+        &'a self,
+        user: &'a UserId,
+        after: Option<QueueSeq>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<QueuedEnvelope>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = async {
+                let rows = sqlx::query(
+                    "SELECT seq, envelope FROM offline WHERE user_name = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(user.as_str())
+                .bind(after.map_or(0, |s| s.0))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|row| {
+                        let seq = QueueSeq(row.try_get::<i64, _>("seq")?);
+                        let json: String = row.try_get("envelope")?;
+                        Ok(QueuedEnvelope {
+                            seq,
+                            envelope: serde_json::from_str(&json)?,
+                        })
+                    })
+                    .collect()
+            }
+            .await;
+            observe("queued", started, &result);
+            result
+        })
+    }
+
+    fn queue_len<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM offline WHERE user_name = $1")
+                .bind(user.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+        })
+    }
+
+    fn dequeue<'a>(&'a self, user: &'a UserId, seqs: &'a [QueueSeq]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = async {
+                let mut tx = self.pool.begin().await?;
+                for seq in seqs {
+                    sqlx::query("DELETE FROM offline WHERE user_name = $1 AND seq = $2")
+                        .bind(user.as_str())
+                        .bind(seq.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            observe("dequeue", started, &result);
+            result
+        })
+    }
+
+    fn expire_queued(&self, cutoff: Timestamp) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let removed = sqlx::query("DELETE FROM offline WHERE created_ms < $1")
+                .bind(cutoff.0)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            Ok(removed)
+        })
+    }
+
+    fn save_presence<'a>(&'a self, user: &'a UserId, presence: &'a PresenceBody) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let show = serde_json::to_value(presence.show)?;
+            sqlx::query("UPDATE users SET show = $2, status = $3 WHERE name = $1")
+                .bind(user.as_str())
+                .bind(show.as_str().unwrap_or("available").to_owned())
+                .bind(presence.status.clone())
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn last_presence<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Option<PresenceBody>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT show, status FROM users WHERE name = $1")
+                .bind(user.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let show: Option<String> = row.try_get("show")?;
+            let status: Option<String> = row.try_get("status")?;
+            match show {
+                Some(show) => Ok(Some(PresenceBody {
+                    show: serde_json::from_value(serde_json::Value::String(show))?,
+                    status,
+                })),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn register_device<'a>(&'a self, user: &'a UserId, device: &'a DeviceRegistration) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            // A token moves with the phone: re-registration by another user takes it over.
+            sqlx::query(
+                "INSERT INTO devices (platform, token, user_name, app, os, created_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (platform, token) DO UPDATE SET user_name = excluded.user_name, app = excluded.app, os = excluded.os",
+            )
+            .bind(device.platform.as_str())
+            .bind(device.token.clone())
+            .bind(user.as_str())
+            .bind(device.app.clone())
+            .bind(device.os.clone())
+            .bind(Timestamp::now().0)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn unregister_device<'a>(&'a self, user: &'a UserId, device: &'a DeviceRegistration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let removed = sqlx::query(
+                "DELETE FROM devices WHERE platform = $1 AND token = $2 AND user_name = $3",
+            )
+            .bind(device.platform.as_str())
+            .bind(device.token.clone())
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            Ok(removed > 0)
+        })
+    }
+
+    fn devices<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<DeviceRegistration>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT platform, token, app, os FROM devices WHERE user_name = $1 ORDER BY created_ms",
+            )
+            .bind(user.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter()
+                .map(|row| {
+                    let platform: String = row.try_get("platform")?;
+                    Ok(DeviceRegistration {
+                        action: crate::envelope::DeviceAction::Register,
+                        platform: serde_json::from_value(serde_json::Value::String(platform))?,
+                        token: row.try_get("token")?,
+                        app: row.try_get("app")?,
+                        os: row.try_get("os")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+    use crate::envelope::{Body, MessageBody, MessageKind};
+
+    fn message(to: &UserId, text: &str) -> Envelope {
+        Envelope::new(
+            Address::user(UserId::parse("sender").expect("valid")),
+            Address::user(to.clone()),
+            Body::Message(MessageBody {
+                body: text.into(),
+                thread: None,
+                subject: None,
+                kind: MessageKind::Chat,
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn queue_survives_reopen_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let alice = UserId::parse("alice").expect("valid");
+        {
+            let store = SqlStore::open_embedded(dir.path()).await.expect("open");
+            assert!(store.ensure_user(&alice).await.expect("user"));
+            assert!(!store.ensure_user(&alice).await.expect("user again"));
+            for text in ["one", "two", "three"] {
+                store.enqueue(&alice, &message(&alice, text)).await.expect("enqueue");
+            }
+        }
+        let store = SqlStore::open_embedded(dir.path()).await.expect("reopen");
+        assert_eq!(store.known_users().await.expect("users"), vec![alice.clone()]);
+        let queued = store.queued(&alice, None, 10).await.expect("queued");
+        let texts: Vec<_> = queued
+            .iter()
+            .map(|q| match &q.envelope.body {
+                Body::Message(m) => m.body.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["one", "two", "three"]);
+        let page = store.queued(&alice, Some(queued[0].seq), 1).await.expect("page");
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].seq, queued[1].seq);
+        store.dequeue(&alice, &[queued[0].seq, queued[1].seq]).await.expect("dequeue");
+        assert_eq!(store.queue_len(&alice).await.expect("len"), 1);
+    }
+}
