@@ -1,1 +1,26 @@
+//! The JSON frames of CONTRACT §3: one format for MQTT payloads and WebSocket text frames.
+//!
+//! Shared by the MQTT and WebSocket adapters, which differ only in how bytes reach them:
+//! - `code`: the error codes clients see;
+//! - `inbound`: client → gateway frames, parsed with an error for every way they can be wrong;
+//! - `outbound`: gateway → client frames;
+//! - `convert`: frames ⇄ canonical envelopes, pure;
+//! - `session`: what one authenticated client connection does with a frame (rate limit, parse,
+//!   submit, answer);
+//! - `limiter`: the per-user token bucket.
 
+#![forbid(unsafe_code)]
+
+mod code;
+mod convert;
+mod inbound;
+mod limiter;
+mod outbound;
+mod session;
+
+pub use code::ErrorCode;
+pub use convert::{envelope_to_frame, outcome_to_answer};
+pub use inbound::{ClientFrame, FrameError, parse_client_frame, parse_auth_frame};
+pub use limiter::RateLimiter;
+pub use outbound::ServerFrame;
+pub use session::{FrameSession, Reply, count_error};

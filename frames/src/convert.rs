@@ -1,0 +1,182 @@
+//! Frames ⇄ envelopes. Pure: no I/O, tested from literal JSON.
+
+use switchboard_gateway::{
+    Address, Body, DeviceAction, DeviceRegistration, Domain, Envelope, MessageBody, MessageId,
+    Outcome, PresenceBody, ReceiptBody, Rejection, SubscriptionAction, UserId,
+};
+
+use crate::code::ErrorCode;
+use crate::inbound::{ClientFrame, DeviceFrame, FrameError};
+use crate::outbound::ServerFrame;
+
+/// Turns a frame from authenticated `user` into an envelope, checking every address in it.
+pub fn frame_to_envelope(frame: ClientFrame, user: &UserId, domain: &Domain) -> Result<Envelope, FrameError> {
+    let id = frame.id().map(str::to_owned);
+    let me = Address::user(user.clone());
+    if let Some(claimed) = frame.claimed_from() {
+        let claimed_self = Address::parse(claimed, domain).is_ok_and(|a| a == me);
+        if !claimed_self {
+            return Err(FrameError::new(id, ErrorCode::Forbidden, "`from` must be yourself"));
+        }
+    }
+    let address = |to: &str| {
+        Address::parse(to, domain).map_err(|e| FrameError::new(id.clone(), ErrorCode::BadRequest, e.to_string()))
+    };
+    let (to, body) = match frame {
+        ClientFrame::Message(m) => (
+            address(&m.to)?,
+            Body::Message(MessageBody { body: m.body, thread: m.thread, subject: m.subject, kind: m.kind }),
+        ),
+        ClientFrame::Presence(p) => (me.clone(), Body::Presence(PresenceBody { show: p.show, status: p.status })),
+        ClientFrame::Subscription(s) => (
+            address(&s.to)?,
+            Body::Subscription { action: s.action },
+        ),
+        ClientFrame::Receipt(r) => (
+            address(&r.to)?,
+            Body::Receipt(ReceiptBody { of: MessageId::from_string(r.of), status: r.status }),
+        ),
+        ClientFrame::ChatState(c) => (address(&c.to)?, Body::ChatState { state: c.state }),
+        ClientFrame::DeviceRegister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Register))),
+        ClientFrame::DeviceUnregister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Unregister))),
+    };
+    Ok(Envelope::new(me, to, body))
+}
+
+fn device(frame: DeviceFrame, action: DeviceAction) -> DeviceRegistration {
+    DeviceRegistration { action, platform: frame.platform, token: frame.token, app: frame.app, os: frame.os }
+}
+
+/// The frame a client receives for an envelope addressed to her.
+pub fn envelope_to_frame(envelope: &Envelope, domain: &Domain) -> Option<ServerFrame> {
+    let id = envelope.id.to_string();
+    let from = envelope.from.display(domain);
+    let to = envelope.to.display(domain);
+    Some(match &envelope.body {
+        Body::Message(m) => ServerFrame::Message {
+            id,
+            from,
+            to,
+            body: m.body.clone(),
+            ts: envelope.ts.to_rfc3339(),
+            thread: m.thread.clone(),
+            subject: m.subject.clone(),
+            kind: m.kind,
+        },
+        Body::Presence(p) => ServerFrame::Presence { from, show: p.show, status: p.status.clone() },
+        Body::Subscription { action } => match action {
+            SubscriptionAction::Subscribe => ServerFrame::Subscribe { id, from, to },
+            SubscriptionAction::Subscribed => ServerFrame::Subscribed { id, from, to },
+            SubscriptionAction::Unsubscribe => ServerFrame::Unsubscribe { id, from, to },
+            SubscriptionAction::Unsubscribed => ServerFrame::Unsubscribed { id, from, to },
+        },
+        Body::Receipt(r) => ServerFrame::Receipt { id, from, to, of: r.of.to_string(), status: r.status },
+        Body::ChatState { state } => ServerFrame::ChatState { from, to, state: *state },
+        // Device registrations never travel to clients.
+        Body::Device(_) => return None,
+    })
+}
+
+/// The answer to a client frame once the router has settled it. `msg` is the envelope's id,
+/// reported in the `ack` when the envelope was kept (delivered or stored).
+pub fn outcome_to_answer(outcome: Outcome, id: Option<String>, msg: &MessageId) -> Option<ServerFrame> {
+    let (code, text) = match outcome {
+        Outcome::Delivered | Outcome::Stored => {
+            return id.map(|id| ServerFrame::Ack { id, msg: Some(msg.to_string()) });
+        }
+        Outcome::Accepted => return id.map(|id| ServerFrame::Ack { id, msg: None }),
+        Outcome::Retryable(why) => (ErrorCode::Unavailable, why),
+        Outcome::Rejected(rejection) => {
+            let code = match &rejection {
+                Rejection::UnknownUser | Rejection::UnknownDevice => ErrorCode::NotFound,
+                Rejection::Forbidden(_) => ErrorCode::Forbidden,
+                Rejection::BadRequest(_) => ErrorCode::BadRequest,
+                Rejection::NoRoute | Rejection::QueueFull => ErrorCode::Unavailable,
+            };
+            (code, rejection.to_string())
+        }
+    };
+    Some(ServerFrame::error(id, code, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbound::parse_client_frame;
+
+    fn domain() -> Domain {
+        Domain::new("im.example.com")
+    }
+
+    fn alice() -> UserId {
+        UserId::parse("alice").expect("valid")
+    }
+
+    fn convert(json: &str) -> Result<Envelope, FrameError> {
+        let frame = parse_client_frame(json.as_bytes(), 65_536).expect("parses");
+        frame_to_envelope(frame, &alice(), &domain())
+    }
+
+    #[test]
+    fn a_message_round_trips_through_the_envelope() {
+        let envelope = convert(
+            r#"{"type":"message","id":"c1","to":"bob","body":"héllo <b>&amp;</b> 👋","thread":"t1","subject":"s"}"#,
+        )
+        .expect("valid");
+        assert_eq!(envelope.from, Address::user(alice()));
+        assert_eq!(envelope.to.display(&domain()), "bob@im.example.com");
+        let frame = envelope_to_frame(&envelope, &domain()).expect("a frame");
+        let json: serde_json::Value = serde_json::from_str(&frame.to_json()).expect("json");
+        assert_eq!(json["type"], "message");
+        assert_eq!(json["from"], "alice@im.example.com");
+        assert_eq!(json["to"], "bob@im.example.com");
+        assert_eq!(json["body"], "héllo <b>&amp;</b> 👋");
+        assert_eq!(json["thread"], "t1");
+        assert_eq!(json["subject"], "s");
+        assert_eq!(json["id"], envelope.id.to_string());
+        assert!(json["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
+        assert!(json.get("kind").is_none());
+    }
+
+    #[test]
+    fn every_other_type_round_trips() {
+        for (json, expected_type) in [
+            (r#"{"type":"subscribe","to":"bob"}"#, "subscribe"),
+            (r#"{"type":"unsubscribed","to":"bob"}"#, "unsubscribed"),
+            (r#"{"type":"receipt","to":"bob","of":"01ABC","status":"received"}"#, "receipt"),
+            (r#"{"type":"chatstate","to":"bob","state":"paused"}"#, "chatstate"),
+            (r#"{"type":"presence","show":"away","status":"lunch"}"#, "presence"),
+        ] {
+            let envelope = convert(json).expect(json);
+            let frame = envelope_to_frame(&envelope, &domain()).expect("a frame");
+            let out: serde_json::Value = serde_json::from_str(&frame.to_json()).expect("json");
+            assert_eq!(out["type"], expected_type);
+            assert_eq!(out["from"], "alice@im.example.com");
+        }
+    }
+
+    #[test]
+    fn spoofed_from_is_forbidden_and_own_from_is_fine() {
+        let e = convert(r#"{"type":"message","id":"c1","from":"mallory","to":"bob","body":"x"}"#).expect_err("spoof");
+        assert_eq!((e.code, e.id.as_deref()), (ErrorCode::Forbidden, Some("c1")));
+        assert!(convert(r#"{"type":"message","id":"c1","from":"alice@im.example.com","to":"bob","body":"x"}"#).is_ok());
+    }
+
+    #[test]
+    fn invalid_addresses_are_bad_requests() {
+        let e = convert(r#"{"type":"message","id":"c1","to":"not a user!","body":"x"}"#).expect_err("bad to");
+        assert_eq!((e.code, e.id.as_deref()), (ErrorCode::BadRequest, Some("c1")));
+    }
+
+    #[test]
+    fn outcomes_map_to_contract_codes() {
+        let msg = MessageId::from_string("M1");
+        let ack = outcome_to_answer(Outcome::Stored, Some("c1".into()), &msg).expect("ack");
+        assert_eq!(ack, ServerFrame::Ack { id: "c1".into(), msg: Some("M1".into()) });
+        assert_eq!(outcome_to_answer(Outcome::Accepted, None, &msg), None);
+        let not_found = outcome_to_answer(Outcome::Rejected(Rejection::UnknownUser), Some("c2".into()), &msg);
+        assert!(matches!(not_found, Some(ServerFrame::Error { code: ErrorCode::NotFound, .. })));
+        let full = outcome_to_answer(Outcome::Rejected(Rejection::QueueFull), None, &msg);
+        assert!(matches!(full, Some(ServerFrame::Error { code: ErrorCode::Unavailable, id: None, .. })));
+    }
+}

@@ -1,0 +1,113 @@
+//! What one authenticated client connection does with frames, whatever carries them.
+
+use switchboard_gateway::metrics::{ERRORS, FRAMES_IN, FRAMES_OUT};
+use switchboard_gateway::router::{Pending, RouterHandle};
+use switchboard_gateway::{Domain, Envelope, MessageId, UserId};
+
+use crate::code::ErrorCode;
+use crate::convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
+use crate::inbound::{FrameError, parse_client_frame};
+use crate::limiter::RateLimiter;
+use crate::outbound::ServerFrame;
+
+/// The frame protocol for one logged-in user on one connection.
+pub struct FrameSession {
+    user: UserId,
+    domain: Domain,
+    router: RouterHandle,
+    limiter: RateLimiter,
+    max_frame_bytes: usize,
+    adapter: &'static str,
+}
+
+/// The answer to one client frame: known at once (an error, or nothing), or once the router has
+/// settled the envelope.
+pub enum Reply {
+    Now(Option<ServerFrame>),
+    Later {
+        id: Option<String>,
+        msg: MessageId,
+        pending: Pending,
+    },
+}
+
+impl Reply {
+    pub async fn settle(self) -> Option<ServerFrame> {
+        match self {
+            Self::Now(frame) => frame,
+            Self::Later { id, msg, pending } => outcome_to_answer(pending.await, id, &msg),
+        }
+    }
+}
+
+impl FrameSession {
+    pub fn new(
+        user: UserId,
+        router: RouterHandle,
+        limiter: RateLimiter,
+        max_frame_bytes: usize,
+        adapter: &'static str,
+    ) -> Self {
+        let domain = router.settings().domain.clone();
+        Self { user, domain, router, limiter, max_frame_bytes, adapter }
+    }
+
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+
+    /// The address clients know this user by, for `ready`.
+    pub fn jid(&self) -> String {
+        format!("{}@{}", self.user, self.domain.as_str())
+    }
+
+    /// Reads one frame and hands it to the router. Frames accepted one after another are routed
+    /// in that order; their replies may be awaited concurrently.
+    pub async fn accept(&self, payload: &[u8]) -> Reply {
+        let frame = parse_client_frame(payload, self.max_frame_bytes);
+        let type_name = frame.as_ref().map_or("invalid", |f| f.type_name());
+        metrics::counter!(FRAMES_IN, "adapter" => self.adapter, "type" => type_name).increment(1);
+        // Every frame counts against the rate, valid or not.
+        let allowed = self.limiter.allow(&self.user);
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => return self.refuse(error),
+        };
+        let id = frame.id().map(str::to_owned);
+        if !allowed {
+            return self.refuse(FrameError::new(id, ErrorCode::RateLimited, "slow down"));
+        }
+        match frame_to_envelope(frame, &self.user, &self.domain) {
+            Ok(envelope) => {
+                let msg = envelope.id.clone();
+                let pending = self.router.submit(envelope).await;
+                Reply::Later { id, msg, pending }
+            }
+            Err(error) => self.refuse(error),
+        }
+    }
+
+    fn refuse(&self, FrameError { id, code, text }: FrameError) -> Reply {
+        tracing::debug!(user = %self.user, code = code.as_str(), %text, "frame refused");
+        Reply::Now(Some(ServerFrame::error(id, code, text)))
+    }
+
+    /// The frame for an envelope addressed to this user.
+    pub fn frame_for(&self, envelope: &Envelope) -> Option<ServerFrame> {
+        envelope_to_frame(envelope, &self.domain)
+    }
+
+    /// Serialises a frame for the wire, counting it.
+    pub fn render(&self, frame: &ServerFrame) -> String {
+        metrics::counter!(FRAMES_OUT, "adapter" => self.adapter, "type" => frame.type_name()).increment(1);
+        if let ServerFrame::Error { code, .. } = frame {
+            metrics::counter!(ERRORS, "adapter" => self.adapter, "code" => code.as_str()).increment(1);
+        }
+        frame.to_json()
+    }
+}
+
+/// Counts an error answered before a session exists (bad token, oversize auth frame).
+pub fn count_error(adapter: &'static str, code: ErrorCode) {
+    metrics::counter!(ERRORS, "adapter" => adapter, "code" => code.as_str()).increment(1);
+}
