@@ -14,7 +14,7 @@ use crate::router::RouterHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
     /// A listener could not be opened; `key` is the configuration key to change.
-    #[error("{adapter}: cannot listen on {address} (configuration key `{key}`): {source}")]
+    #[error("{adapter}: cannot listen on {address}: change the configuration key `{key}`")]
     Bind {
         adapter: &'static str,
         key: &'static str,
@@ -42,9 +42,9 @@ pub struct AdapterContext {
 pub trait Adapter: Send + 'static {
     fn name(&self) -> &'static str;
 
-    /// Opens listeners or connections. Separate from [`Adapter::run`] so the binary can report a
-    /// port that is taken before anything else starts.
-    fn bind(&mut self) -> BoxFuture<'_, Result<(), AdapterError>>;
+    /// Opens listeners. Separate from [`Adapter::run`] so that a port already taken is reported,
+    /// naming its configuration key, before anything starts. Returns the bound address, if any.
+    fn bind(&mut self) -> BoxFuture<'_, Result<Option<std::net::SocketAddr>, AdapterError>>;
 
     fn run(self: Box<Self>, context: AdapterContext) -> BoxFuture<'static, Result<(), AdapterError>>;
 }

@@ -147,8 +147,8 @@ impl Address {
         };
         let (local, domain) = match bare.split_once('@') {
             Some((local, domain)) => (Some(local), domain),
-            None if resource.is_none() && !bare.contains('.') => {
-                // A bare local part means a gateway user.
+            None if resource.is_none() && UserId::parse(bare).is_ok() => {
+                // A bare local part means a gateway user (CONTRACT §2), even one with a dot.
                 return UserId::parse(bare).map(Self::user);
             }
             None => (None, bare),
@@ -219,6 +219,8 @@ mod tests {
         assert_eq!(Address::parse("bob", &gw()), Ok(bob.clone()));
         assert_eq!(Address::parse("Bob@IM.example.com", &gw()), Ok(bob.clone()));
         assert_eq!(bob.display(&gw()), "bob@im.example.com");
+        let dotted = Address::parse("bob.smith", &gw()).expect("valid");
+        assert_eq!(dotted.as_user().map(UserId::as_str), Some("bob.smith"));
     }
 
     #[test]

@@ -1,1 +1,16 @@
+//! The HTTP listener of CONTRACT §5: WebSocket clients on `/ws`, `/healthz` and `/metrics`.
+//!
+//! - `config`: what the adapter needs from the configuration;
+//! - `adapter`: binding the listener and serving until shutdown;
+//! - `routes`: the HTTP endpoints and the upgrade, including `?token=` authentication;
+//! - `connection`: one WebSocket client's loop (first-frame auth, frames both ways).
 
+#![forbid(unsafe_code)]
+
+mod adapter;
+mod config;
+mod connection;
+mod routes;
+
+pub use adapter::WebSocketAdapter;
+pub use config::WebSocketSettings;

@@ -86,8 +86,8 @@ impl SessionLease {
 
     /// Resolves when the router cuts this session off (a slow consumer); the adapter then closes
     /// the connection.
-    pub fn kicked(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.kick.cancelled()
+    pub fn kicked(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.kick.clone().cancelled_owned()
     }
 }
 

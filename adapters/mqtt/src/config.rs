@@ -1,0 +1,47 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard_config::{LimitsConfig, MqttConfig, MqttMode};
+
+use crate::topics::Topics;
+
+/// What the MQTT adapter takes from the configuration.
+#[derive(Clone, Debug)]
+pub struct MqttSettings {
+    pub mode: MqttMode,
+    pub topics: Topics,
+    pub client_id: String,
+    pub max_frame_bytes: usize,
+    pub messages_per_second: u32,
+    /// Room for the fixed header, topic and packet id around a payload of `max_frame_bytes`.
+    pub max_packet_bytes: usize,
+    /// How long a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// How long a write to a client may block before it counts as a slow consumer.
+    pub write_timeout: Duration,
+    /// QoS 1 messages sent to one client and not yet PUBACKed.
+    pub max_inflight: usize,
+}
+
+impl MqttSettings {
+    pub fn new(mqtt: &MqttConfig, limits: &LimitsConfig) -> Self {
+        Self {
+            mode: mqtt.mode(),
+            topics: Topics::new(&mqtt.topic_prefix),
+            client_id: mqtt.client_id.clone(),
+            max_frame_bytes: limits.max_frame_bytes,
+            messages_per_second: limits.messages_per_second,
+            max_packet_bytes: limits.max_frame_bytes + 1024,
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            max_inflight: 64,
+        }
+    }
+
+    pub fn embedded_listen(&self) -> Option<SocketAddr> {
+        match self.mode {
+            MqttMode::Embedded { listen } => Some(listen),
+            MqttMode::External { .. } => None,
+        }
+    }
+}

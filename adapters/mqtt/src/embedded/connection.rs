@@ -1,0 +1,420 @@
+//! One MQTT client of the embedded endpoint: CONNECT and authentication, then packets both ways
+//! in one `select!` loop until either side ends.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use rumqttc::mqttbytes::Protocol;
+use rumqttc::{
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
+    SubscribeReasonCode, UnsubAck,
+};
+use switchboard_frames::{ClientFrame, ErrorCode, FrameSession, ServerFrame, parse_client_frame};
+use switchboard_gateway::metrics::ERRORS;
+use switchboard_gateway::router::{Delivered, Outbound, SessionLease};
+use switchboard_gateway::UserId;
+use tokio::net::TcpStream;
+
+use super::Shared;
+use super::io::{IoError, PacketReader, PacketWriter};
+use crate::adapter::NAME;
+use crate::topics::TopicKind;
+
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = PacketReader::new(read_half, shared.settings.max_packet_bytes);
+    let mut writer = PacketWriter::new(write_half, shared.settings.write_timeout);
+    let connect = match tokio::time::timeout(shared.settings.connect_timeout, read_connect(&mut reader)).await {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(ConnectError::Refuse(code))) => {
+            writer.queue(&Packet::ConnAck(ConnAck::new(code, false)));
+            writer.shutdown().await;
+            return;
+        }
+        Ok(Err(ConnectError::Io(error))) => {
+            tracing::debug!(%peer, %error, "mqtt connection ended before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT in time");
+            return;
+        }
+    };
+    let user = match authenticate(&connect, &shared) {
+        Ok(user) => user,
+        Err(code) => {
+            tracing::info!(%peer, ?code, "mqtt login refused");
+            metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
+            writer.queue(&Packet::ConnAck(ConnAck::new(code, false)));
+            writer.shutdown().await;
+            return;
+        }
+    };
+    if connect.client_id.is_empty() && !connect.clean_session {
+        writer.queue(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadClientId, false)));
+        writer.shutdown().await;
+        return;
+    }
+    let connection_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let client_id = if connect.client_id.is_empty() {
+        format!("\0anonymous-{connection_id}")
+    } else {
+        connect.client_id.clone()
+    };
+
+    let lease = match shared.context.router.open_session(user.clone(), NAME).await {
+        Ok(lease) => lease,
+        Err(error) => {
+            tracing::error!(user = %user, %error, "cannot open session");
+            writer.queue(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)));
+            writer.shutdown().await;
+            return;
+        }
+    };
+    let attached = shared.registry.attach(&user, &client_id, connection_id, connect.clean_session);
+    writer.queue(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, attached.session_present)));
+    tracing::debug!(user = %user, client_id = %connect.client_id, session_present = attached.session_present, "mqtt client connected");
+
+    let session = FrameSession::new(
+        user.clone(),
+        shared.context.router.clone(),
+        shared.limiter.clone(),
+        shared.settings.max_frame_bytes,
+        NAME,
+    );
+    let mut client = Client {
+        shared: shared.clone(),
+        session,
+        user: user.clone(),
+        client_id: client_id.clone(),
+        in_topic: shared.settings.topics.topic(&user, TopicKind::In),
+        subscription: attached.subscription,
+        inflight: HashMap::new(),
+        next_pkid: 0,
+        awaiting_release: HashSet::new(),
+        unconfirmed_writes: Vec::new(),
+    };
+    if client.subscription.is_some() {
+        lease.set_deliverable().await;
+    }
+    let end = client.run(&mut reader, &mut writer, lease, &connect, attached.taken_over).await;
+    match &end {
+        End::Disconnect | End::Shutdown | End::TakenOver => {}
+        End::Lost(reason) => {
+            tracing::debug!(user = %user, %reason, "mqtt connection lost");
+            client.publish_will(&connect).await;
+        }
+    }
+    writer.shutdown().await;
+    shared.registry.detach(&user, &client_id, connection_id);
+}
+
+enum ConnectError {
+    Refuse(ConnectReturnCode),
+    Io(IoError),
+}
+
+async fn read_connect(reader: &mut PacketReader) -> Result<Connect, ConnectError> {
+    // MQTT 3.1 ("MQIsdp", level 3) and MQTT 5 (level 5) clients get "unacceptable protocol
+    // version", which they understand, rather than a dropped socket.
+    match reader.peek_protocol_level().await.map_err(ConnectError::Io)? {
+        Some(4) => {}
+        _ => return Err(ConnectError::Refuse(ConnectReturnCode::RefusedProtocolVersion)),
+    }
+    match reader.next().await {
+        Ok(Packet::Connect(connect)) if connect.protocol == Protocol::V4 => Ok(connect),
+        Ok(Packet::Connect(_)) => Err(ConnectError::Refuse(ConnectReturnCode::RefusedProtocolVersion)),
+        Ok(_) => Err(ConnectError::Io(IoError::Closed)),
+        Err(error) => Err(ConnectError::Io(error)),
+    }
+}
+
+/// username = user, password = a JWT for that user (CONTRACT §4).
+fn authenticate(connect: &Connect, shared: &Shared) -> Result<UserId, ConnectReturnCode> {
+    let login = connect.login.as_ref().ok_or(ConnectReturnCode::BadUserNamePassword)?;
+    let claimed = UserId::parse(&login.username).map_err(|_| ConnectReturnCode::BadUserNamePassword)?;
+    let user = shared
+        .context
+        .auth
+        .verify(&login.password)
+        .map_err(|_| ConnectReturnCode::BadUserNamePassword)?;
+    if user != claimed {
+        return Err(ConnectReturnCode::NotAuthorized);
+    }
+    Ok(user)
+}
+
+/// Why a connection ended; only a lost connection publishes the Last Will.
+enum End {
+    Disconnect,
+    Shutdown,
+    TakenOver,
+    Lost(String),
+}
+
+/// What the client gets back for one PUBLISH once its frame is settled.
+struct Answer {
+    ack: Option<Packet>,
+    frame: Option<ServerFrame>,
+}
+
+struct Client {
+    shared: Arc<Shared>,
+    session: FrameSession,
+    user: UserId,
+    client_id: String,
+    in_topic: String,
+    subscription: Option<QoS>,
+    /// QoS 1 publishes to the client awaiting PUBACK, with the proof to resolve.
+    inflight: HashMap<u16, Option<Delivered>>,
+    next_pkid: u16,
+    /// QoS 2 publishes from the client answered with PUBREC, awaiting PUBREL.
+    awaiting_release: HashSet<u16>,
+    /// QoS 0 deliveries, confirmed once the bytes are written.
+    unconfirmed_writes: Vec<Delivered>,
+}
+
+impl Client {
+    async fn run(
+        &mut self,
+        reader: &mut PacketReader,
+        writer: &mut PacketWriter,
+        mut lease: SessionLease,
+        connect: &Connect,
+        taken_over: tokio_util::sync::CancellationToken,
+    ) -> End {
+        let keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let mut answers: FuturesOrdered<BoxFuture<'static, Answer>> = FuturesOrdered::new();
+        let shutdown = self.shared.context.shutdown.clone();
+        let kicked = lease.kicked();
+        tokio::pin!(kicked);
+        let mut reading = true;
+        let mut deadline = keep_alive.map(|k| tokio::time::Instant::now() + k);
+        let end = loop {
+            if let Err(error) = writer.flush().await {
+                break End::Lost(error.to_string());
+            }
+            for delivered in self.unconfirmed_writes.drain(..) {
+                delivered.confirm();
+            }
+            if !reading && answers.is_empty() {
+                break End::Shutdown;
+            }
+            let window_open = self.inflight.len() < self.shared.settings.max_inflight;
+            tokio::select! {
+                biased;
+                () = taken_over.cancelled() => break End::TakenOver,
+                () = &mut kicked => break End::Lost("slow consumer".into()),
+                Some(answer) = answers.next(), if !answers.is_empty() => {
+                    if let Some(frame) = answer.frame {
+                        self.publish_frame(writer, &frame, None);
+                    }
+                    if let Some(ack) = answer.ack {
+                        writer.queue(&ack);
+                    }
+                }
+                outbound = lease.outbound.recv(), if window_open => {
+                    let Some(Outbound { envelope, delivered }) = outbound else {
+                        break End::Lost("session closed by the router".into());
+                    };
+                    // Not subscribed (any more): leave the proof unresolved so the router keeps
+                    // the envelope for later.
+                    if self.subscription.is_some() {
+                        if let Some(frame) = self.session.frame_for(&envelope) {
+                            self.publish_frame(writer, &frame, delivered);
+                        }
+                    }
+                }
+                () = shutdown.cancelled(), if reading => reading = false,
+                () = sleep_until(deadline), if reading && deadline.is_some() => {
+                    break End::Lost("keep-alive expired".into());
+                }
+                packet = reader.next(), if reading => {
+                    deadline = keep_alive.map(|k| tokio::time::Instant::now() + k);
+                    let packet = match packet {
+                        Ok(packet) => packet,
+                        Err(IoError::Malformed(error)) => {
+                            metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
+                            break End::Lost(format!("malformed packet: {error}"));
+                        }
+                        Err(error) => break End::Lost(error.to_string()),
+                    };
+                    match self.handle(packet, writer, &lease).await {
+                        Step::Continue => {}
+                        Step::Answer(answer) => answers.push_back(answer),
+                        Step::End(end) => break end,
+                    }
+                }
+            }
+        };
+        let _ = writer.flush().await;
+        end
+    }
+
+    async fn handle(&mut self, packet: Packet, writer: &mut PacketWriter, lease: &SessionLease) -> Step {
+        match packet {
+            Packet::Publish(publish) => return self.on_publish(publish, writer).await,
+            Packet::PubAck(ack) => {
+                if let Some(Some(delivered)) = self.inflight.remove(&ack.pkid) {
+                    delivered.confirm();
+                }
+            }
+            Packet::PubRel(release) => {
+                self.awaiting_release.remove(&release.pkid);
+                writer.queue(&Packet::PubComp(PubComp::new(release.pkid)));
+            }
+            Packet::Subscribe(subscribe) => {
+                let mut codes = Vec::with_capacity(subscribe.filters.len());
+                let mut granted = None;
+                for filter in &subscribe.filters {
+                    if filter.path == self.in_topic {
+                        let qos = if filter.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                        granted = Some(qos);
+                        codes.push(SubscribeReasonCode::Success(qos));
+                    } else {
+                        tracing::info!(user = %self.user, filter = %filter.path, "subscription refused");
+                        metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
+                        codes.push(SubscribeReasonCode::Failure);
+                    }
+                }
+                writer.queue(&Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
+                if let Some(qos) = granted {
+                    let first = self.subscription.is_none();
+                    self.subscription = Some(qos);
+                    self.shared.registry.set_subscription(&self.user, &self.client_id, Some(qos));
+                    if first {
+                        // The SUBACK must reach the client before the backlog does.
+                        if let Err(error) = writer.flush().await {
+                            return Step::End(End::Lost(error.to_string()));
+                        }
+                        lease.set_deliverable().await;
+                    }
+                }
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                if unsubscribe.topics.iter().any(|t| *t == self.in_topic) {
+                    self.subscription = None;
+                    self.shared.registry.set_subscription(&self.user, &self.client_id, None);
+                }
+                writer.queue(&Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)));
+            }
+            Packet::PingReq => writer.queue(&Packet::PingResp),
+            Packet::Disconnect => return Step::End(End::Disconnect),
+            Packet::PubRec(_) | Packet::PubComp(_) => {}
+            Packet::Connect(_) | Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
+                return Step::End(End::Lost("protocol violation: unexpected packet".into()));
+            }
+        }
+        Step::Continue
+    }
+
+    async fn on_publish(&mut self, publish: Publish, writer: &mut PacketWriter) -> Step {
+        let ack = match publish.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(publish.pkid))),
+            QoS::ExactlyOnce => {
+                if !self.awaiting_release.insert(publish.pkid) {
+                    // A resend before PUBREL: already processed once.
+                    writer.queue(&Packet::PubRec(PubRec::new(publish.pkid)));
+                    return Step::Continue;
+                }
+                Some(Packet::PubRec(PubRec::new(publish.pkid)))
+            }
+        };
+        let topic = self.shared.settings.topics.parse(&publish.topic);
+        let frame_reply = match topic {
+            Some((owner, TopicKind::Out)) if owner == self.user => self.session.accept(&publish.payload).await,
+            Some((owner, TopicKind::Presence)) if owner == self.user => {
+                if publish.payload.is_empty() {
+                    // Clearing the retained presence: nothing to tell anyone.
+                    return answer_now(ack, None);
+                }
+                match parse_client_frame(&publish.payload, self.shared.settings.max_frame_bytes) {
+                    Ok(ClientFrame::Presence(_)) => self.session.accept(&publish.payload).await,
+                    _ => {
+                        let frame = ServerFrame::error(None, ErrorCode::BadRequest, "the presence topic takes presence frames only");
+                        return answer_now(ack, Some(frame));
+                    }
+                }
+            }
+            _ => {
+                // Dropped and counted (CONTRACT §4); MQTT 3.1.1 has no negative PUBACK, so the
+                // client hears of it through an error frame on its own `in` topic.
+                tracing::info!(user = %self.user, topic = %publish.topic, "publish to a foreign topic dropped");
+                metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
+                let frame = ServerFrame::error(None, ErrorCode::Forbidden, format!("you may not publish to {}", publish.topic));
+                return answer_now(ack, Some(frame));
+            }
+        };
+        Step::Answer(Box::pin(async move { Answer { ack, frame: frame_reply.settle().await } }))
+    }
+
+    /// Publishes a frame on the user's `in` topic at her subscription's QoS.
+    fn publish_frame(&mut self, writer: &mut PacketWriter, frame: &ServerFrame, delivered: Option<Delivered>) {
+        let Some(qos) = self.subscription else {
+            return;
+        };
+        let text = self.session.render(frame);
+        let mut publish = Publish::new(self.in_topic.clone(), qos, text);
+        if qos == QoS::AtLeastOnce {
+            let pkid = self.allocate_pkid();
+            publish.pkid = pkid;
+            self.inflight.insert(pkid, delivered);
+        } else if let Some(delivered) = delivered {
+            self.unconfirmed_writes.push(delivered);
+        }
+        writer.queue(&Packet::Publish(publish));
+    }
+
+    fn allocate_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid != 0 && !self.inflight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    /// A Last Will on the user's own presence topic is her presence; anything else is dropped.
+    async fn publish_will(&self, connect: &Connect) {
+        let Some(will) = &connect.last_will else { return };
+        match self.shared.settings.topics.parse(&will.topic) {
+            Some((owner, TopicKind::Presence)) if owner == self.user => {
+                if let Ok(ClientFrame::Presence(_)) = parse_client_frame(&will.message, self.shared.settings.max_frame_bytes) {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), self.session.accept(&will.message).await.settle()).await;
+                }
+            }
+            _ => {
+                tracing::info!(user = %self.user, topic = %will.topic, "last will to a foreign topic dropped");
+                metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
+            }
+        }
+    }
+}
+
+enum Step {
+    Continue,
+    Answer(BoxFuture<'static, Answer>),
+    End(End),
+}
+
+fn answer_now(ack: Option<Packet>, frame: Option<ServerFrame>) -> Step {
+    Step::Answer(Box::pin(async move { Answer { ack, frame } }))
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,109 @@
+//! Packet framing over one TCP connection, split so that reading and writing can wait side by
+//! side in one `select!`.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::Error as CodecError;
+use rumqttc::Packet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IoError {
+    #[error("connection closed")]
+    Closed,
+    #[error("socket: {0}")]
+    Socket(#[from] std::io::Error),
+    #[error("malformed packet: {0}")]
+    Malformed(CodecError),
+    #[error("the client did not read for {0:?}")]
+    WriteTimeout(Duration),
+}
+
+pub(crate) struct PacketReader {
+    half: OwnedReadHalf,
+    buffer: BytesMut,
+    max_packet: usize,
+}
+
+impl PacketReader {
+    pub fn new(half: OwnedReadHalf, max_packet: usize) -> Self {
+        Self { half, buffer: BytesMut::with_capacity(1024), max_packet }
+    }
+
+    /// Cancel-safe: a partly received packet stays in the buffer.
+    pub async fn next(&mut self) -> Result<Packet, IoError> {
+        loop {
+            match Packet::read(&mut self.buffer, self.max_packet) {
+                Ok(packet) => return Ok(packet),
+                Err(CodecError::InsufficientBytes(_)) => {}
+                Err(error) => return Err(IoError::Malformed(error)),
+            }
+            if self.half.read_buf(&mut self.buffer).await? == 0 {
+                return Err(IoError::Closed);
+            }
+        }
+    }
+
+    /// The protocol level byte of a CONNECT at the head of the buffer, so that clients of other
+    /// MQTT versions get the right CONNACK instead of a parse error.
+    pub async fn peek_protocol_level(&mut self) -> Result<Option<u8>, IoError> {
+        // Fixed header (2..5 bytes), protocol name (6 bytes for "MQTT"/8 for "MQIsdp"), level.
+        while self.buffer.len() < 10 {
+            if self.half.read_buf(&mut self.buffer).await? == 0 {
+                return Err(IoError::Closed);
+            }
+        }
+        let mut index = 1;
+        while index < 5 && self.buffer[index] & 0x80 != 0 {
+            index += 1;
+        }
+        let name_len_at = index + 1;
+        let name_len = usize::from(u16::from_be_bytes([self.buffer[name_len_at], self.buffer[name_len_at + 1]]));
+        let level_at = name_len_at + 2 + name_len;
+        while self.buffer.len() <= level_at {
+            if level_at > 64 || self.half.read_buf(&mut self.buffer).await? == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.buffer[level_at]))
+    }
+}
+
+pub(crate) struct PacketWriter {
+    half: OwnedWriteHalf,
+    buffer: BytesMut,
+    timeout: Duration,
+}
+
+impl PacketWriter {
+    pub fn new(half: OwnedWriteHalf, timeout: Duration) -> Self {
+        Self { half, buffer: BytesMut::with_capacity(1024), timeout }
+    }
+
+    /// Queues a packet; it goes out at the next [`PacketWriter::flush`].
+    pub fn queue(&mut self, packet: &Packet) {
+        // Only packets the endpoint builds itself are written, so the size check cannot fail.
+        let _ = packet.write(&mut self.buffer, usize::MAX);
+    }
+
+    /// Writes everything queued in one go: one syscall for a batch of packets.
+    pub async fn flush(&mut self) -> Result<(), IoError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let write = self.half.write_all(&self.buffer);
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(result) => result?,
+            Err(_) => return Err(IoError::WriteTimeout(self.timeout)),
+        }
+        self.buffer.clear();
+        Ok(())
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.half.shutdown().await;
+    }
+}

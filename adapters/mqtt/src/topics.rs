@@ -1,0 +1,76 @@
+use switchboard_gateway::UserId;
+
+/// The three topics of a user, under `mqtt.topic_prefix`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicKind {
+    /// `<prefix>/<user>/out`: frames from the user.
+    Out,
+    /// `<prefix>/<user>/in`: frames for the user.
+    In,
+    /// `<prefix>/<user>/presence`: her retained presence and Last Will.
+    Presence,
+}
+
+#[derive(Clone, Debug)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    pub fn topic(&self, user: &UserId, kind: TopicKind) -> String {
+        let suffix = match kind {
+            TopicKind::Out => "out",
+            TopicKind::In => "in",
+            TopicKind::Presence => "presence",
+        };
+        format!("{}/{}/{suffix}", self.prefix, user)
+    }
+
+    /// Whose topic this is and which one; `None` for anything outside the scheme. The user part
+    /// must already be in canonical (lower-case) form: `im/Alice/out` is nobody's topic.
+    pub fn parse(&self, topic: &str) -> Option<(UserId, TopicKind)> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let (user, suffix) = rest.split_once('/')?;
+        let kind = match suffix {
+            "out" => TopicKind::Out,
+            "in" => TopicKind::In,
+            "presence" => TopicKind::Presence,
+            _ => return None,
+        };
+        let parsed = UserId::parse(user).ok()?;
+        (parsed.as_str() == user).then_some((parsed, kind))
+    }
+
+    /// Filters the gateway subscribes to on an external broker.
+    pub fn all(&self, kind: TopicKind) -> String {
+        let suffix = match kind {
+            TopicKind::Out => "out",
+            TopicKind::In => "in",
+            TopicKind::Presence => "presence",
+        };
+        format!("{}/+/{suffix}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_and_strangers_are_nobody() {
+        let topics = Topics::new("im");
+        let alice = UserId::parse("alice").expect("valid");
+        for kind in [TopicKind::Out, TopicKind::In, TopicKind::Presence] {
+            let topic = topics.topic(&alice, kind.clone());
+            assert_eq!(topics.parse(&topic), Some((alice.clone(), kind)));
+        }
+        for stranger in ["im/alice", "im/alice/out/x", "other/alice/out", "im/Alice/out", "im/+/out", "im//out", "im/alice/secret"] {
+            assert_eq!(topics.parse(stranger), None, "{stranger}");
+        }
+        assert_eq!(topics.all(TopicKind::Out), "im/+/out");
+    }
+}

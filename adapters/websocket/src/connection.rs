@@ -1,0 +1,153 @@
+//! One WebSocket client: authenticate, then frames both ways until either side stops.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::stream::FuturesOrdered;
+use futures::{SinkExt, StreamExt};
+use switchboard_frames::{ErrorCode, FrameSession, ServerFrame, count_error, parse_auth_frame};
+use switchboard_gateway::UserId;
+use switchboard_gateway::router::Outbound;
+
+use crate::adapter::NAME;
+use crate::routes::Shared;
+
+/// Close code 1008: policy violation (bad credentials); 1013: try again later (shutdown,
+/// slow consumer).
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TRY_LATER: u16 = 1013;
+
+pub(crate) async fn serve(socket: WebSocket, user: Option<UserId>, shared: Arc<Shared>) {
+    let (mut sink, mut stream) = socket.split();
+    let user = match user {
+        Some(user) => user,
+        None => match first_frame_auth(&mut stream, &shared).await {
+            Ok(user) => user,
+            Err(frame) => {
+                count_error(NAME, ErrorCode::Forbidden);
+                let _ = sink.send(Message::Text(frame.to_json().into())).await;
+                let _ = sink.send(close(CLOSE_POLICY, "authentication failed")).await;
+                return;
+            }
+        },
+    };
+    let router = &shared.context.router;
+    let mut lease = match router.open_session(user.clone(), NAME).await {
+        Ok(lease) => lease,
+        Err(error) => {
+            tracing::error!(user = %user, %error, "cannot open session");
+            let frame = ServerFrame::error(None, ErrorCode::Unavailable, "cannot open a session now");
+            let _ = sink.send(Message::Text(frame.to_json().into())).await;
+            let _ = sink.send(close(CLOSE_TRY_LATER, "unavailable")).await;
+            return;
+        }
+    };
+    let session = FrameSession::new(
+        user.clone(),
+        router.clone(),
+        shared.limiter.clone(),
+        shared.settings.max_frame_bytes,
+        NAME,
+    );
+    let ready = ServerFrame::Ready { jid: session.jid() };
+    let write_timeout = shared.settings.write_timeout;
+    let mut writer = Writer { sink: &mut sink, timeout: write_timeout };
+    if writer.send(session.render(&ready)).await.is_err() {
+        return;
+    }
+    lease.set_deliverable().await;
+    tracing::debug!(user = %user, session = %lease.id, "websocket session ready");
+
+    let mut replies = FuturesOrdered::new();
+    let shutdown = shared.context.shutdown.clone();
+    let mut reading = true;
+    let kicked = lease.kicked();
+    tokio::pin!(kicked);
+    loop {
+        tokio::select! {
+            biased;
+            Some(reply) = replies.next(), if !replies.is_empty() => {
+                if let Some(frame) = reply {
+                    if writer.send(session.render(&frame)).await.is_err() { break; }
+                }
+            }
+            () = &mut kicked => {
+                let _ = writer.sink.send(close(CLOSE_TRY_LATER, "too slow")).await;
+                break;
+            }
+            outbound = lease.outbound.recv() => {
+                let Some(Outbound { envelope, delivered }) = outbound else { break };
+                if let Some(frame) = session.frame_for(&envelope) {
+                    if writer.send(session.render(&frame)).await.is_err() { break; }
+                }
+                if let Some(delivered) = delivered { delivered.confirm(); }
+            }
+            () = shutdown.cancelled(), if reading => {
+                // Stop taking new frames; answer those already accepted, then close.
+                reading = false;
+                if replies.is_empty() { break; }
+            }
+            message = stream.next(), if reading => {
+                match message {
+                    Some(Ok(Message::Text(text))) => replies.push_back(session.accept(text.as_bytes()).await.settle()),
+                    Some(Ok(Message::Binary(_))) => {
+                        let frame = ServerFrame::error(None, ErrorCode::BadRequest, "frames are JSON text, not binary");
+                        if writer.send(session.render(&frame)).await.is_err() { break; }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(error)) => {
+                        tracing::debug!(user = %user, %error, "websocket read failed");
+                        break;
+                    }
+                }
+            }
+        }
+        if !reading && replies.is_empty() {
+            let _ = writer.sink.send(close(CLOSE_TRY_LATER, "server shutting down")).await;
+            break;
+        }
+    }
+}
+
+struct Writer<'a, S> {
+    sink: &'a mut S,
+    timeout: std::time::Duration,
+}
+
+impl<S> Writer<'_, S>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    /// A client that does not read for `timeout` is cut off rather than holding its queue.
+    async fn send(&mut self, text: String) -> Result<(), ()> {
+        match tokio::time::timeout(self.timeout, self.sink.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+}
+
+async fn first_frame_auth(
+    stream: &mut futures::stream::SplitStream<WebSocket>,
+    shared: &Shared,
+) -> Result<UserId, ServerFrame> {
+    let refuse = |text: &str| ServerFrame::error(None, ErrorCode::Forbidden, text);
+    let first = tokio::time::timeout(shared.settings.auth_timeout, stream.next())
+        .await
+        .map_err(|_| refuse("no auth frame within 10 s"))?;
+    let text = match first {
+        Some(Ok(Message::Text(text))) => text,
+        _ => return Err(refuse("the first frame must be {\"type\":\"auth\",\"token\":\"…\"}")),
+    };
+    let token = parse_auth_frame(text.as_bytes(), shared.settings.max_frame_bytes)
+        .map_err(|e| ServerFrame::error(e.id, ErrorCode::Forbidden, e.text))?;
+    shared.context.auth.verify(&token).map_err(|e| {
+        tracing::info!(error = %e, "websocket auth refused");
+        refuse(&e.to_string())
+    })
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}

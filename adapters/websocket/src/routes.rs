@@ -1,0 +1,84 @@
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use switchboard_frames::{ErrorCode, RateLimiter, count_error};
+use switchboard_gateway::AdapterContext;
+use tokio_util::task::TaskTracker;
+
+use crate::adapter::NAME;
+use crate::config::WebSocketSettings;
+use crate::connection;
+
+pub(crate) struct Shared {
+    pub settings: WebSocketSettings,
+    pub context: AdapterContext,
+    pub limiter: RateLimiter,
+    pub sockets: TaskTracker,
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn upgrade(State(shared): State<Arc<Shared>>, Query(query): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
+    if shared.context.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let user = match query.token.as_deref().map(|token| shared.context.auth.verify(token)) {
+        None => None,
+        Some(Ok(user)) => Some(user),
+        Some(Err(error)) => {
+            tracing::info!(%error, "websocket upgrade refused");
+            count_error(NAME, ErrorCode::Forbidden);
+            return (StatusCode::UNAUTHORIZED, error.to_string()).into_response();
+        }
+    };
+    let limit = shared.settings.hard_limit();
+    let token = shared.sockets.token();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        // An idle socket should cost little memory; tungstenite grows the buffer when needed.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limit * 2)
+        .on_upgrade(move |socket| async move {
+            connection::serve(socket, user, shared).await;
+            drop(token);
+        })
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let failing = shared.context.health.failing();
+    if failing.is_empty() {
+        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    } else {
+        let body = serde_json::json!({"status": "degraded", "failing": failing});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    match &shared.settings.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

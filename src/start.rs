@@ -1,0 +1,124 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_config::Config;
+use switchboard_gateway::auth::Authenticator;
+use switchboard_gateway::health::Health;
+use switchboard_gateway::router::{self, RouterSettings};
+use switchboard_gateway::store::{SqlStore, Store};
+use switchboard_gateway::{Adapter, AdapterContext, Domain};
+use switchboard_mqtt::MqttAdapter;
+use switchboard_websocket::{WebSocketAdapter, WebSocketSettings};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A started gateway.
+pub struct Running {
+    /// Where each adapter listens, by adapter name (`websocket`, `mqtt`).
+    pub addresses: BTreeMap<&'static str, SocketAddr>,
+    shutdown: CancellationToken,
+    adapters: TaskTracker,
+    core: TaskTracker,
+    grace: Duration,
+}
+
+impl Running {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Two phases under one deadline: adapters stop accepting and settle what they accepted,
+    /// then the router's mailboxes settle their deliveries (storing what was not confirmed).
+    pub async fn shutdown(self) -> bool {
+        self.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.adapters.close();
+        let adapters_done = tokio::time::timeout_at(deadline, self.adapters.wait()).await.is_ok();
+        self.core.close();
+        let core_done = tokio::time::timeout_at(deadline, self.core.wait()).await.is_ok();
+        if !(adapters_done && core_done) {
+            tracing::warn!("shutdown deadline reached with work in flight");
+        }
+        adapters_done && core_done
+    }
+
+    /// Resolves when shutdown has begun, from a signal or because an adapter failed.
+    pub async fn stopping(&self) {
+        self.shutdown.cancelled().await;
+    }
+}
+
+/// Opens the store, binds every configured adapter (a taken port fails here, naming its key) and
+/// starts them.
+pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Running> {
+    let store: Arc<dyn Store> = Arc::new(match &config.gateway.database_url {
+        Some(url) => SqlStore::connect(url.expose()).await.context("gateway.database_url: cannot open the store")?,
+        None => SqlStore::open_embedded(&config.gateway.data_dir)
+            .await
+            .with_context(|| format!("gateway.data_dir: cannot open the store in {}", config.gateway.data_dir.display()))?,
+    });
+    let auth = Authenticator::from_config(&config.auth, &config.gateway.data_dir)?;
+
+    let mut settings = RouterSettings::new(Domain::new(&config.gateway.domain));
+    settings.offline_max = u64::from(config.limits.offline_max);
+    settings.offline_ttl = config.limits.offline_ttl.get();
+
+    let mut websocket = WebSocketSettings::new(
+        config.http.listen,
+        config.limits.max_frame_bytes,
+        config.limits.messages_per_second,
+    );
+    websocket.metrics = metrics;
+    let mut adapters: Vec<Box<dyn Adapter>> = vec![
+        Box::new(WebSocketAdapter::new(websocket)),
+        Box::new(MqttAdapter::new(&config.mqtt, &config.limits)),
+    ];
+
+    let mut addresses = BTreeMap::new();
+    for adapter in &mut adapters {
+        if let Some(address) = adapter.bind().await? {
+            addresses.insert(adapter.name(), address);
+        }
+    }
+
+    let core = TaskTracker::new();
+    let router = router::spawn(store.clone(), settings, &core).await?;
+    let health = Health::default();
+    let shutdown = CancellationToken::new();
+    core.spawn(watch_store(store, health.clone(), shutdown.clone()));
+
+    let context = AdapterContext { router, auth, health, shutdown: shutdown.clone() };
+    let tasks = TaskTracker::new();
+    for adapter in adapters {
+        let name = adapter.name();
+        let context = context.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = adapter.run(context).await {
+                tracing::error!(adapter = name, %error, "adapter failed; shutting down");
+                shutdown.cancel();
+            }
+        });
+    }
+    for (name, address) in &addresses {
+        tracing::info!(adapter = *name, %address, "listening");
+    }
+    Ok(Running { addresses, shutdown, adapters: tasks, core, grace: config.gateway.shutdown_grace.get() })
+}
+
+/// Keeps the `store` entry of `/healthz` current.
+async fn watch_store(store: Arc<dyn Store>, health: Health, shutdown: CancellationToken) {
+    health.register("store");
+    loop {
+        let up = tokio::time::timeout(Duration::from_secs(5), store.ping()).await.is_ok_and(|r| r.is_ok());
+        health.set("store", up);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(if up { 10 } else { 1 })) => {}
+        }
+    }
+}
