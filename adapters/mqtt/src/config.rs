@@ -13,7 +13,8 @@ pub struct MqttSettings {
     pub client_id: String,
     pub max_frame_bytes: usize,
     pub messages_per_second: u32,
-    /// Room for the fixed header, topic and packet id around a payload of `max_frame_bytes`.
+    /// The largest packet read at all. Payloads between `max_frame_bytes` and this are answered
+    /// `too-large` and the connection goes on; a bigger packet ends the connection.
     pub max_packet_bytes: usize,
     /// How long a new connection has to send CONNECT.
     pub connect_timeout: Duration,
@@ -31,7 +32,7 @@ impl MqttSettings {
             client_id: mqtt.client_id.clone(),
             max_frame_bytes: limits.max_frame_bytes,
             messages_per_second: limits.messages_per_second,
-            max_packet_bytes: limits.max_frame_bytes + 1024,
+            max_packet_bytes: (limits.max_frame_bytes * 4).max(1 << 20),
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             max_inflight: 64,

@@ -1,0 +1,7 @@
+//! End-to-end tests: real MQTT and WebSocket clients against a whole gateway.
+
+mod bad_input;
+mod bridging;
+mod common;
+mod mqtt_endpoint;
+mod offline;
