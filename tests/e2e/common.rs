@@ -48,14 +48,21 @@ impl Gateway {
     }
 
     async fn start_in(data: tempfile::TempDir, extra: &str) -> Self {
-        let toml = format!(
-            "[gateway]\ndata_dir = \"{}\"\nshutdown_grace = \"5s\"\n[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n{extra}",
+        // RUST_LOG=debug shows the gateway's logs for a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let base = format!(
+            "[gateway]\ndata_dir = \"{}\"\nshutdown_grace = \"5s\"\n[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n",
             data.path().display()
         );
+        let toml = merge_toml(&base, extra);
         let config = switchboard_config::load_from_str(&toml).expect("test configuration");
         let auth = switchboard_gateway::auth::Authenticator::from_config(&config.auth, data.path()).expect("auth");
         let running = switchboard::start(config, Some(metrics_handle())).await.expect("gateway starts");
-        let mqtt = running.addresses.get("mqtt").copied().expect("mqtt bound");
+        // No embedded endpoint with an external broker: nothing to connect to here then.
+        let mqtt = running.addresses.get("mqtt").copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9)));
         let http = running.addresses.get("websocket").copied().expect("http bound");
         Self { running: Some(running), mqtt, http, data: Some(data), auth, extra: extra.to_owned() }
     }
@@ -109,6 +116,21 @@ impl Drop for Gateway {
             running.shutdown_token().cancel();
         }
     }
+}
+
+/// `extra`'s keys win over `base`'s, section by section.
+fn merge_toml(base: &str, extra: &str) -> String {
+    let mut merged: toml::Table = base.parse().expect("base TOML");
+    let extra: toml::Table = extra.parse().expect("extra TOML");
+    for (section, values) in extra {
+        match (merged.get_mut(&section), values) {
+            (Some(toml::Value::Table(into)), toml::Value::Table(values)) => into.extend(values),
+            (_, values) => {
+                merged.insert(section, values);
+            }
+        }
+    }
+    merged.to_string()
 }
 
 /// A minimal HTTP/1.1 GET, to keep the tests free of an HTTP client dependency.

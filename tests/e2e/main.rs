@@ -3,5 +3,7 @@
 mod bad_input;
 mod bridging;
 mod common;
+mod external_broker;
+mod mosquitto;
 mod mqtt_endpoint;
 mod offline;

@@ -1,9 +1,357 @@
-//! The gateway as a client of an external broker. Written in a later step.
+//! The gateway as a client of an external broker (Mosquitto, EMQX, …).
+//!
+//! The broker authenticates users and enforces the per-user topic ACL (docs/mosquitto.md); the
+//! gateway's own account reads every `out` and `presence` topic and writes every `in` topic.
+//! Delivery is at least once both ways:
+//! - inbound PUBLISHes are acked by hand, only once the router has settled the frame;
+//! - outbound PUBLISHes count as delivered when the broker PUBACKs them. A user's retained
+//!   presence tells whether she is online; while she is not, her messages wait in the store.
+//!
+//! rumqttc reconnects immediately and forever; the poll task adds the backoff, and every CONNACK
+//! re-subscribes, which also makes the broker send the retained presences again.
 
-use switchboard_gateway::{AdapterContext, AdapterError};
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
+use switchboard_frames::{ClientFrame, FrameSession, ServerFrame, parse_client_frame};
+use switchboard_gateway::router::{Delivered, Outbound};
+use switchboard_gateway::{AdapterContext, AdapterError, Show, UserId};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::adapter::NAME;
 use crate::config::MqttSettings;
+use crate::topics::TopicKind;
 
-pub(crate) async fn run(_url: &str, _settings: MqttSettings, _context: AdapterContext) -> Result<(), AdapterError> {
-    Err(AdapterError::Fatal { adapter: crate::adapter::NAME, message: "external broker not built yet".into() })
+const HEALTH: &str = "mqtt";
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// `mqtt://user:password@host:port`, with `%XX` escapes in user and password.
+#[derive(Debug, PartialEq, Eq)]
+struct BrokerUrl {
+    host: String,
+    port: u16,
+    credentials: Option<(String, String)>,
+}
+
+impl BrokerUrl {
+    fn parse(url: &str) -> Option<Self> {
+        let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://"))?;
+        let rest = rest.trim_end_matches('/');
+        let (credentials, address) = match rest.rsplit_once('@') {
+            Some((credentials, address)) => {
+                let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+                (Some((percent_decode(user)?, percent_decode(password)?)), address)
+            }
+            None => (None, rest),
+        };
+        let (host, port) = match address.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().ok()?),
+            None => (address, 1883),
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(Self { host: host.to_owned(), port, credentials })
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+pub(crate) async fn run(url: &str, settings: MqttSettings, context: AdapterContext) -> Result<(), AdapterError> {
+    let broker = BrokerUrl::parse(url)
+        .ok_or_else(|| AdapterError::Fatal { adapter: NAME, message: "mqtt.url: cannot read the broker address".into() })?;
+    context.health.register(HEALTH);
+    let mut options = MqttOptions::new(settings.client_id.clone(), broker.host.clone(), broker.port);
+    if let Some((user, password)) = &broker.credentials {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    // A persistent session, so the broker keeps queueing users' frames while the gateway is away.
+    options.set_clean_session(false);
+    options.set_manual_acks(true);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes);
+    options.set_inflight(100);
+    let (client, eventloop) = AsyncClient::new(options, 256);
+
+    // Unbounded on purpose: the poll task must never wait on the bridge, or a bridge waiting for
+    // room in rumqttc's request queue would deadlock with it. Its growth is bounded by the
+    // broker's in-flight window (manual acks) and by the bridge's own publishes.
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let poller = tokio::spawn(poll(eventloop, events_tx));
+    let (deliveries_tx, deliveries) = mpsc::channel(1024);
+    let mut bridge = Bridge {
+        client,
+        settings,
+        context,
+        sessions: HashMap::new(),
+        online: HashMap::new(),
+        deliveries_tx,
+        awaiting_pkid: VecDeque::new(),
+        inflight: HashMap::new(),
+    };
+    bridge.run(events, deliveries).await;
+    poller.abort();
+    Ok(())
+}
+
+/// Polls rumqttc alone in its task (its `poll` is not cancel-safe), with a backoff between
+/// reconnection attempts.
+async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Result<Event, String>>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match eventloop.poll().await {
+            Ok(event) => {
+                if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                    backoff = Duration::from_millis(100);
+                }
+                if events.send(Ok(event)).is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                if events.send(Err(error.to_string())).is_err() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+type Settled = BoxFuture<'static, (Publish, UserId, Option<ServerFrame>)>;
+
+struct Bridge {
+    client: AsyncClient,
+    settings: MqttSettings,
+    context: AdapterContext,
+    /// Frame handling per user who has published.
+    sessions: HashMap<UserId, FrameSession>,
+    /// Users whose retained presence says they are online, with the task that forwards their
+    /// deliveries.
+    online: HashMap<UserId, AbortHandle>,
+    deliveries_tx: mpsc::Sender<(UserId, Outbound)>,
+    /// Proofs for publishes handed to rumqttc, in order, until it tells their packet id.
+    awaiting_pkid: VecDeque<Option<Delivered>>,
+    /// Proofs by packet id until the broker PUBACKs.
+    inflight: HashMap<u16, Option<Delivered>>,
+}
+
+impl Bridge {
+    async fn run(
+        &mut self,
+        mut events: mpsc::UnboundedReceiver<Result<Event, String>>,
+        mut deliveries: mpsc::Receiver<(UserId, Outbound)>,
+    ) {
+        let mut settling: FuturesUnordered<Settled> = FuturesUnordered::new();
+        let shutdown = self.context.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some((publish, user, frame)) = settling.next(), if !settling.is_empty() => {
+                    if let Some(frame) = frame {
+                        self.publish_frame(&user, &frame, None).await;
+                    }
+                    // Acked only now: a crash before this point makes the broker send it again.
+                    let _ = self.client.ack(&publish).await;
+                }
+                Some((user, Outbound { envelope, delivered })) = deliveries.recv() => {
+                    let frame = self.session(&user).frame_for(&envelope);
+                    match frame {
+                        Some(frame) => self.publish_frame(&user, &frame, delivered).await,
+                        None => if let Some(delivered) = delivered { delivered.confirm() },
+                    }
+                }
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    if let Some(settle) = self.on_event(event).await {
+                        settling.push(settle);
+                    }
+                }
+            }
+        }
+        // Settle what was accepted before shutdown, within the gateway's grace period.
+        while let Some((publish, user, frame)) = settling.next().await {
+            if let Some(frame) = frame {
+                self.publish_frame(&user, &frame, None).await;
+            }
+            let _ = self.client.ack(&publish).await;
+        }
+        self.go_offline_all();
+        let _ = self.client.disconnect().await;
+    }
+
+    fn session(&mut self, user: &UserId) -> &FrameSession {
+        self.sessions.entry(user.clone()).or_insert_with(|| {
+            FrameSession::new(
+                user.clone(),
+                self.context.router.clone(),
+                switchboard_frames::RateLimiter::new(self.settings.messages_per_second),
+                self.settings.max_frame_bytes,
+                NAME,
+            )
+        })
+    }
+
+    async fn on_event(&mut self, event: Result<Event, String>) -> Option<Settled> {
+        match event {
+            Err(error) => {
+                tracing::warn!(%error, "external broker connection lost; retrying");
+                self.context.health.set(HEALTH, false);
+                // Unconfirmed deliveries go back to the store, and users count as offline until
+                // the broker tells their presence again.
+                self.awaiting_pkid.clear();
+                self.inflight.clear();
+                self.go_offline_all();
+                None
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(session_present = ack.session_present, "connected to the external broker");
+                self.context.health.set(HEALTH, true);
+                let topics = &self.settings.topics;
+                for filter in [topics.all(TopicKind::Out), topics.all(TopicKind::Presence)] {
+                    let _ = self.client.subscribe(filter, QoS::AtLeastOnce).await;
+                }
+                None
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                let proof = self.awaiting_pkid.pop_front().flatten();
+                if pkid != 0 {
+                    self.inflight.insert(pkid, proof);
+                }
+                None
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some(Some(delivered)) = self.inflight.remove(&ack.pkid) {
+                    delivered.confirm();
+                }
+                None
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish).await,
+            Ok(_) => None,
+        }
+    }
+
+    async fn on_publish(&mut self, publish: Publish) -> Option<Settled> {
+        let Some((user, kind)) = self.settings.topics.parse(&publish.topic) else {
+            let _ = self.client.ack(&publish).await;
+            return None;
+        };
+        match kind {
+            TopicKind::Out => {
+                let reply = self.session(&user).accept(&publish.payload).await;
+                Some(Box::pin(async move { (publish, user, reply.settle().await) }))
+            }
+            TopicKind::Presence => {
+                let show = match parse_client_frame(&publish.payload, self.settings.max_frame_bytes) {
+                    Ok(ClientFrame::Presence(presence)) => Some(presence.show),
+                    _ => None,
+                };
+                match show {
+                    Some(Show::Unavailable) => self.go_offline(&user),
+                    Some(_) => self.go_online(&user).await,
+                    // An empty retained message (cleared presence) or garbage: nothing to do.
+                    None => {}
+                }
+                let reply = match show {
+                    Some(_) => Some(self.session(&user).accept(&publish.payload).await),
+                    None => None,
+                };
+                Some(Box::pin(async move {
+                    if let Some(reply) = reply {
+                        let _ = reply.settle().await;
+                    }
+                    (publish, user, None)
+                }))
+            }
+            TopicKind::In => {
+                let _ = self.client.ack(&publish).await;
+                None
+            }
+        }
+    }
+
+    async fn go_online(&mut self, user: &UserId) {
+        if self.online.contains_key(user) {
+            return;
+        }
+        let mut lease = match self.context.router.open_session(user.clone(), NAME).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                tracing::error!(user = %user, %error, "cannot open session");
+                return;
+            }
+        };
+        lease.set_deliverable().await;
+        let forward = self.deliveries_tx.clone();
+        let owner = user.clone();
+        let task = tokio::spawn(async move {
+            while let Some(outbound) = lease.outbound.recv().await {
+                if forward.send((owner.clone(), outbound)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.online.insert(user.clone(), task.abort_handle());
+    }
+
+    fn go_offline(&mut self, user: &UserId) {
+        if let Some(task) = self.online.remove(user) {
+            task.abort();
+        }
+    }
+
+    fn go_offline_all(&mut self) {
+        for (_, task) in self.online.drain() {
+            task.abort();
+        }
+    }
+
+    async fn publish_frame(&mut self, user: &UserId, frame: &ServerFrame, delivered: Option<Delivered>) {
+        let text = self.session(user).render(frame);
+        let topic = self.settings.topics.topic(user, TopicKind::In);
+        if self.client.publish(topic, QoS::AtLeastOnce, false, text).await.is_ok() {
+            self.awaiting_pkid.push_back(delivered);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_are_read_with_credentials_and_defaults() {
+        assert_eq!(
+            BrokerUrl::parse("mqtt://gw:p%40ss@127.0.0.1:1884"),
+            Some(BrokerUrl { host: "127.0.0.1".into(), port: 1884, credentials: Some(("gw".into(), "p@ss".into())) })
+        );
+        assert_eq!(
+            BrokerUrl::parse("mqtt://broker.example"),
+            Some(BrokerUrl { host: "broker.example".into(), port: 1883, credentials: None })
+        );
+        assert_eq!(BrokerUrl::parse("http://x"), None);
+        assert_eq!(BrokerUrl::parse("mqtt://:1883"), None);
+    }
 }

@@ -1,0 +1,514 @@
+//! Load generation: MQTT senders (rumqttc), MQTT and WebSocket receivers, and the recorder that
+//! checks every message arrived once and measures its latency.
+//!
+//! Every message body is `m:<sender>:<seq>:<ns>`, `ns` being the send time in nanoseconds since a
+//! process-wide origin, so the receiver (same process) computes the end-to-end latency. Warm-up
+//! messages are `w:<sender>` and are not measured.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, NetworkOptions, Packet, QoS, SubscribeReasonCode};
+use serde::Deserialize;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Bound on every connect/subscribe/warm-up step.
+pub const SETUP_WAIT: Duration = Duration::from_secs(15);
+
+pub fn now_ns() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(ORIGIN.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The fields of a frame that the benchmark looks at.
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: String,
+    body: Option<String>,
+    code: Option<String>,
+}
+
+/// What the receiving side saw.
+pub struct Recorder {
+    inner: Mutex<RecorderInner>,
+    /// Signalled once every measured message has arrived.
+    pub all_received: Notify,
+    /// Signalled once every sender's warm-up message has arrived.
+    pub all_warm: Notify,
+}
+
+struct RecorderInner {
+    seen: Vec<Vec<bool>>,
+    warm: Vec<bool>,
+    warm_count: usize,
+    expected: usize,
+    distinct: usize,
+    duplicates: usize,
+    other: usize,
+    errors: Vec<String>,
+    latencies_ns: Vec<u64>,
+    last_ns: u64,
+}
+
+impl Recorder {
+    /// `counts[k]` = how many messages sender `k` will send.
+    pub fn new(counts: &[usize]) -> Arc<Self> {
+        let expected = counts.iter().sum();
+        Arc::new(Self {
+            inner: Mutex::new(RecorderInner {
+                seen: counts.iter().map(|&n| vec![false; n]).collect(),
+                warm: vec![false; counts.len()],
+                warm_count: 0,
+                expected,
+                distinct: 0,
+                duplicates: 0,
+                other: 0,
+                errors: Vec::new(),
+                latencies_ns: Vec::with_capacity(expected),
+                last_ns: 0,
+            }),
+            all_received: Notify::new(),
+            all_warm: Notify::new(),
+        })
+    }
+
+    pub fn on_payload(&self, payload: &[u8]) {
+        let now = now_ns();
+        let Ok(frame) = serde_json::from_slice::<Frame>(payload) else {
+            lock(&self.inner).other += 1;
+            return;
+        };
+        let mut inner = lock(&self.inner);
+        match (frame.kind.as_str(), frame.body.as_deref()) {
+            ("message", Some(body)) => inner.on_body(body, now, self),
+            ("error", _) => {
+                let code = frame.code.unwrap_or_default();
+                if inner.errors.len() < 10 {
+                    inner.errors.push(code);
+                }
+            }
+            _ => inner.other += 1,
+        }
+    }
+
+    pub fn report(&self) -> Received {
+        let inner = lock(&self.inner);
+        let mut latencies = inner.latencies_ns.clone();
+        latencies.sort_unstable();
+        Received {
+            distinct: inner.distinct,
+            duplicates: inner.duplicates,
+            other: inner.other,
+            errors: inner.errors.clone(),
+            latencies_ns: latencies,
+            last_ns: inner.last_ns,
+        }
+    }
+}
+
+impl RecorderInner {
+    fn on_body(&mut self, body: &str, now: u64, recorder: &Recorder) {
+        let mut parts = body.split(':');
+        match parts.next() {
+            Some("w") => {
+                if let Some(k) = parts.next().and_then(|k| k.parse::<usize>().ok())
+                    && k < self.warm.len()
+                    && !self.warm[k]
+                {
+                    self.warm[k] = true;
+                    self.warm_count += 1;
+                    if self.warm_count == self.warm.len() {
+                        recorder.all_warm.notify_one();
+                    }
+                }
+            }
+            Some("m") => {
+                let k = parts.next().and_then(|v| v.parse::<usize>().ok());
+                let seq = parts.next().and_then(|v| v.parse::<usize>().ok());
+                let sent = parts.next().and_then(|v| v.parse::<u64>().ok());
+                let (Some(k), Some(seq), Some(sent)) = (k, seq, sent) else {
+                    self.other += 1;
+                    return;
+                };
+                let Some(slot) = self.seen.get_mut(k).and_then(|s| s.get_mut(seq)) else {
+                    self.other += 1;
+                    return;
+                };
+                if *slot {
+                    self.duplicates += 1;
+                    return;
+                }
+                *slot = true;
+                self.distinct += 1;
+                self.latencies_ns.push(now.saturating_sub(sent));
+                self.last_ns = now;
+                if self.distinct == self.expected {
+                    recorder.all_received.notify_one();
+                }
+            }
+            _ => self.other += 1,
+        }
+    }
+}
+
+pub struct Received {
+    pub distinct: usize,
+    pub duplicates: usize,
+    pub other: usize,
+    pub errors: Vec<String>,
+    /// Sorted.
+    pub latencies_ns: Vec<u64>,
+    pub last_ns: u64,
+}
+
+impl Received {
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        if self.latencies_ns.is_empty() {
+            return None;
+        }
+        let len = self.latencies_ns.len();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let index = ((len as f64 * p / 100.0).ceil() as usize).clamp(1, len) - 1;
+        #[allow(clippy::cast_precision_loss)]
+        Some(self.latencies_ns[index] as f64 / 1e6)
+    }
+}
+
+/// How a sender learns that a message left its window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    /// The broker's PUBACK (plain MQTT broker).
+    PubAck,
+    /// The gateway's `ack` (or `error`) frame on the sender's own `in` topic.
+    Frame,
+}
+
+/// Sender-side counters, fed by the connection's event loop.
+pub struct SenderState {
+    pub ack_kind: AckKind,
+    /// Closed-loop window: one permit per message that may be outstanding.
+    pub window: Semaphore,
+    pub acks: AtomicUsize,
+    pub puback: AtomicUsize,
+    pub error_count: AtomicUsize,
+    pub errors: Mutex<Vec<String>>,
+    pub all_acked: Notify,
+    pub expected_acks: AtomicUsize,
+}
+
+impl SenderState {
+    pub fn new(ack_kind: AckKind, window: usize) -> Arc<Self> {
+        Arc::new(Self {
+            ack_kind,
+            window: Semaphore::new(window),
+            acks: AtomicUsize::new(0),
+            puback: AtomicUsize::new(0),
+            error_count: AtomicUsize::new(0),
+            errors: Mutex::new(Vec::new()),
+            all_acked: Notify::new(),
+            expected_acks: AtomicUsize::new(usize::MAX),
+        })
+    }
+
+    fn settled(&self) {
+        let done = self.acks.load(Ordering::Relaxed) + self.error_count.load(Ordering::Relaxed);
+        if done == self.expected_acks.load(Ordering::Relaxed) {
+            self.all_acked.notify_one();
+        }
+    }
+
+    fn on_puback(&self) {
+        self.puback.fetch_add(1, Ordering::Relaxed);
+        if self.ack_kind == AckKind::PubAck {
+            self.acks.fetch_add(1, Ordering::Relaxed);
+            self.window.add_permits(1);
+            self.settled();
+        }
+    }
+
+    fn on_frame(&self, payload: &[u8]) {
+        let Ok(frame) = serde_json::from_slice::<Frame>(payload) else { return };
+        match frame.kind.as_str() {
+            "ack" => {
+                self.acks.fetch_add(1, Ordering::Relaxed);
+                self.window.add_permits(1);
+                self.settled();
+            }
+            "error" => {
+                self.error_count.fetch_add(1, Ordering::Relaxed);
+                let mut errors = lock(&self.errors);
+                if errors.len() < 5 {
+                    errors.push(String::from_utf8_lossy(payload).into_owned());
+                }
+                drop(errors);
+                self.window.add_permits(1);
+                self.settled();
+            }
+            _ => {}
+        }
+    }
+}
+
+enum Role {
+    Sender(Arc<SenderState>),
+    Receiver(Arc<Recorder>),
+}
+
+/// One rumqttc connection whose event loop runs in its own task.
+pub struct MqttConn {
+    pub client: AsyncClient,
+    task: JoinHandle<()>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Drop for MqttConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct MqttSpec<'a> {
+    pub port: u16,
+    pub client_id: String,
+    /// (username, password)
+    pub credentials: Option<(&'a str, &'a str)>,
+    pub subscribe: Option<String>,
+}
+
+impl MqttConn {
+    pub async fn sender(spec: MqttSpec<'_>, state: Arc<SenderState>) -> anyhow::Result<Self> {
+        Self::connect(spec, Role::Sender(state)).await
+    }
+
+    pub async fn receiver(spec: MqttSpec<'_>, recorder: Arc<Recorder>) -> anyhow::Result<Self> {
+        Self::connect(spec, Role::Receiver(recorder)).await
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    async fn connect(spec: MqttSpec<'_>, role: Role) -> anyhow::Result<Self> {
+        let mut options = MqttOptions::new(spec.client_id.clone(), "127.0.0.1", spec.port);
+        if let Some((user, password)) = spec.credentials {
+            options.set_credentials(user, password);
+        }
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_clean_session(true);
+        options.set_max_packet_size(1 << 16, 1 << 16);
+        options.set_inflight(100);
+        // A short request queue: the send timestamp is taken close to the wire (NOTES.md).
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(10);
+        eventloop.set_network_options(network);
+
+        let connected = Arc::new(Notify::new());
+        let subscribed = Arc::new(Notify::new());
+        let failure = Arc::new(Mutex::new(None::<String>));
+        let task = {
+            let (connected, subscribed, failure) = (connected.clone(), subscribed.clone(), failure.clone());
+            tokio::spawn(async move {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::Publish(publish))) => match &role {
+                            Role::Receiver(recorder) => recorder.on_payload(&publish.payload),
+                            Role::Sender(state) => state.on_frame(&publish.payload),
+                        },
+                        Ok(Event::Incoming(Packet::PubAck(_))) => {
+                            if let Role::Sender(state) = &role {
+                                state.on_puback();
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                            if ack.code == ConnectReturnCode::Success {
+                                connected.notify_one();
+                            } else {
+                                *lock(&failure) = Some(format!("CONNACK {:?}", ack.code));
+                                return;
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                            if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
+                                subscribed.notify_one();
+                            } else {
+                                *lock(&failure) = Some(format!("SUBACK {:?}", ack.return_codes));
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            // No reconnection: a broken connection must show up as lost messages.
+                            *lock(&failure) = Some(error.to_string());
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        let conn = Self { client, task, failure };
+        if tokio::time::timeout(SETUP_WAIT, connected.notified()).await.is_err() || conn.failure().is_some() {
+            bail!("{}: no CONNACK ({})", spec.client_id, conn.failure().unwrap_or_else(|| "timeout".into()));
+        }
+        if let Some(topic) = spec.subscribe {
+            tokio::time::timeout(SETUP_WAIT, conn.client.subscribe(topic.clone(), QoS::AtLeastOnce))
+                .await
+                .context("subscribe request timed out")??;
+            if tokio::time::timeout(SETUP_WAIT, subscribed.notified()).await.is_err() || conn.failure().is_some() {
+                bail!("{}: no SUBACK for {topic} ({})", spec.client_id, conn.failure().unwrap_or_else(|| "timeout".into()));
+            }
+        }
+        Ok(conn)
+    }
+
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.disconnect()).await;
+        // Give the event loop a moment to write DISCONNECT; Drop aborts the task.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A WebSocket receiver on the gateway.
+pub struct WsConn {
+    task: JoinHandle<()>,
+    close: Arc<Notify>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Drop for WsConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl WsConn {
+    pub async fn receiver(http_port: u16, token: &str, recorder: Arc<Recorder>) -> anyhow::Result<Self> {
+        let url = format!("ws://127.0.0.1:{http_port}/ws?token={token}");
+        let (ws, _) = tokio::time::timeout(SETUP_WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .context("WebSocket connect timed out")?
+            .context("WebSocket connect")?;
+        let (mut sink, mut stream) = ws.split();
+        // The first frame must be `ready`.
+        let first = tokio::time::timeout(SETUP_WAIT, stream.next()).await.context("no ready frame")?;
+        match first {
+            Some(Ok(WsMessage::Text(text))) if text.contains("\"ready\"") => {}
+            other => bail!("expected a ready frame, got {other:?}"),
+        }
+        let close = Arc::new(Notify::new());
+        let failure = Arc::new(Mutex::new(None::<String>));
+        let task = {
+            let (close, failure) = (close.clone(), failure.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        item = stream.next() => match item {
+                            Some(Ok(WsMessage::Text(text))) => recorder.on_payload(text.as_bytes()),
+                            Some(Ok(WsMessage::Ping(data))) => {
+                                let _ = sink.send(WsMessage::Pong(data)).await;
+                            }
+                            Some(Ok(WsMessage::Close(frame))) => {
+                                *lock(&failure) = Some(format!("closed by the gateway: {frame:?}"));
+                                return;
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(error)) => {
+                                *lock(&failure) = Some(error.to_string());
+                                return;
+                            }
+                            None => {
+                                *lock(&failure) = Some("connection ended".into());
+                                return;
+                            }
+                        },
+                        () = close.notified() => {
+                            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(WsMessage::Close(None))).await;
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Self { task, close, failure })
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    pub async fn close(self) {
+        self.close.notify_one();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How a sender paces itself.
+#[derive(Clone, Copy)]
+pub enum Pace {
+    /// As fast as its window of unacknowledged messages allows.
+    Closed,
+    /// Open loop: the whole group sends `rate` messages per second, senders interleaved.
+    Rate { rate: f64, senders: usize },
+}
+
+pub struct SendPlan {
+    pub index: usize,
+    pub count: usize,
+    pub topic: String,
+    /// `Some(user)`: gateway frame addressed to `user`; the payload is a gateway frame either way.
+    pub to: String,
+    pub pace: Pace,
+    pub start: tokio::time::Instant,
+    pub deadline: tokio::time::Instant,
+}
+
+pub fn frame(index: usize, seq: Option<usize>, to: &str) -> String {
+    let body = match seq {
+        Some(seq) => format!("m:{index}:{seq}:{}", now_ns()),
+        None => format!("w:{index}"),
+    };
+    let id = seq.map_or_else(|| format!("w{index}"), |seq| format!("{index}-{seq}"));
+    format!(r#"{{"type":"message","id":"{id}","to":"{to}","body":"{body}"}}"#)
+}
+
+/// Sends `plan.count` messages; returns how many were handed to the connection.
+pub async fn send(client: AsyncClient, state: Arc<SenderState>, plan: SendPlan) -> usize {
+    let mut sent = 0;
+    for seq in 0..plan.count {
+        match plan.pace {
+            Pace::Closed => {
+                match tokio::time::timeout_at(plan.deadline, state.window.acquire()).await {
+                    Ok(Ok(permit)) => permit.forget(),
+                    _ => break,
+                }
+            }
+            Pace::Rate { rate, senders } => {
+                #[allow(clippy::cast_precision_loss)]
+                let slot = (seq * senders + plan.index) as f64 / rate;
+                let at = plan.start + Duration::from_secs_f64(slot);
+                if at >= plan.deadline {
+                    break;
+                }
+                tokio::time::sleep_until(at).await;
+            }
+        }
+        let payload = frame(plan.index, Some(seq), &plan.to);
+        let publish = client.publish(plan.topic.clone(), QoS::AtLeastOnce, false, payload);
+        match tokio::time::timeout_at(plan.deadline, publish).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break,
+        }
+    }
+    sent
+}

@@ -1,0 +1,209 @@
+//! The two servers under test, each started as a child process in its own temporary directory on
+//! free loopback ports, and stopped (SIGTERM, then SIGKILL after a grace period) at the end.
+
+use std::collections::HashSet;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Ports that are taken on the benchmark machines and must never be used.
+const RESERVED_PORTS: [u16; 2] = [1883, 8080];
+
+/// Hands out free loopback ports, never the same one twice.
+#[derive(Default)]
+pub struct Ports {
+    given: HashSet<u16>,
+}
+
+impl Ports {
+    pub fn free(&mut self) -> anyhow::Result<u16> {
+        for _ in 0..100 {
+            let port = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?.local_addr()?.port();
+            if !RESERVED_PORTS.contains(&port) && self.given.insert(port) {
+                return Ok(port);
+            }
+        }
+        bail!("no free loopback port found")
+    }
+}
+
+/// A server process that is ours; dropped = stopped.
+pub struct Server {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// CPU time (user + system) the process has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.pid()?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces), counted from field 3 (state).
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        // /proc reports clock ticks in USER_HZ, which Linux fixes at 100 for user space.
+        Some((utime + stime) / 100.0)
+    }
+
+    /// Waits until `address` accepts TCP connections, failing early if the process exits.
+    fn wait_for_port(&mut self, address: SocketAddr, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("{} exited with {status} before listening on {address}; log:\n{}", self.name, self.log_tail());
+            }
+            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("{} is not listening on {address} after {within:?}; log:\n{}", self.name, self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// SIGTERM, up to 10 s to exit, then SIGKILL. Returns whether it stopped on SIGTERM.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return true;
+        }
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// Mosquitto with a minimal configuration: one loopback listener, anonymous clients, no
+/// persistence, and a queue deep enough that a subscriber falling behind loses nothing.
+pub fn start_mosquitto(binary: &Path, dir: &Path, port: u16) -> anyhow::Result<Server> {
+    let log = dir.join("mosquitto.log");
+    let config = dir.join("mosquitto.conf");
+    fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n\
+             log_dest file {}\nlog_type error\nlog_type warning\n",
+            log.display()
+        ),
+    )?;
+    if is_root() {
+        // Started as root it drops to the `mosquitto` user before opening its log file.
+        let status = Command::new("chown").args(["-R", "mosquitto:"]).arg(dir).status().context("chown")?;
+        if !status.success() {
+            bail!("chown -R mosquitto: {} failed", dir.display());
+        }
+    }
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&config)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let mut server = Server { name: "mosquitto", child: Some(child), log };
+    server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(15))?;
+    Ok(server)
+}
+
+pub struct Gateway {
+    pub server: Server,
+    pub config: PathBuf,
+    binary: PathBuf,
+}
+
+pub const JWT_SECRET: &str = "bench-secret-123";
+
+/// The gateway binary with the embedded MQTT endpoint and the HTTP/WebSocket listener on the
+/// given ports, its store in `dir`, and the per-user rate limit out of the way.
+pub fn start_gateway(binary: &Path, dir: &Path, http_port: u16, mqtt_port: u16) -> anyhow::Result<Gateway> {
+    let data = dir.join("data");
+    fs::create_dir_all(&data)?;
+    let config = dir.join("switchboard.toml");
+    fs::write(
+        &config,
+        format!(
+            "[gateway]\ndata_dir = \"{}\"\n\n[auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\n\
+             [limits]\nmessages_per_second = 1000000\n",
+            data.display()
+        ),
+    )?;
+    let log = dir.join("switchboard.log");
+    let child = Command::new(binary)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(dir.join("switchboard.out"))?)
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let mut server = Server { name: "switchboard", child: Some(child), log };
+    server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], mqtt_port)), Duration::from_secs(30))?;
+    server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], http_port)), Duration::from_secs(30))?;
+    Ok(Gateway { server, config, binary: binary.to_owned() })
+}
+
+impl Gateway {
+    /// `switchboard token <user> --config FILE`.
+    pub fn token(&self, user: &str) -> anyhow::Result<String> {
+        let out = Command::new(&self.binary)
+            .args(["token", user, "--ttl", "1h", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .context("switchboard token")?;
+        if !out.status.success() {
+            bail!("switchboard token {user} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let token = String::from_utf8(out.stdout)?.trim().to_owned();
+        if token.is_empty() {
+            bail!("switchboard token {user} printed nothing");
+        }
+        Ok(token)
+    }
+}

@@ -1,0 +1,101 @@
+//! A real Mosquitto (Debian's package) started for one test, on a free loopback port, with the
+//! password and ACL files from docs/mosquitto/.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::common::WAIT;
+
+pub struct Mosquitto {
+    child: Option<Child>,
+    pub address: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl Mosquitto {
+    /// `users` are (name, password) pairs; `gateway` is the gateway's own account in the ACL.
+    pub async fn start(users: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, "").expect("password file");
+        for (user, password) in users {
+            let status = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwd)
+                .args([user, password])
+                .status()
+                .await
+                .expect("mosquitto_passwd (Debian's mosquitto) is installed");
+            assert!(status.success(), "mosquitto_passwd for {user}");
+        }
+        let acl = dir.path().join("acl");
+        std::fs::write(&acl, include_str!("../../docs/mosquitto/acl")).expect("acl file");
+        let port = free_port();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nmax_queued_messages 100000\nlog_dest file {}\nlog_type error\nlog_type warning\n",
+                passwd.display(),
+                acl.display(),
+                dir.path().join("mosquitto.log").display()
+            ),
+        )
+        .expect("config");
+        // Started as root, Mosquitto drops to its own user before opening its files.
+        let _ = Command::new("chown").args(["-R", "mosquitto:"]).arg(dir.path()).status().await;
+        let mut broker = Self { child: None, address: SocketAddr::from(([127, 0, 0, 1], port)), dir };
+        broker.spawn().await;
+        broker
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mosquitto (Debian's package) is installed");
+        self.child = Some(child);
+        self.wait_listening().await;
+    }
+
+    async fn wait_listening(&mut self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if tokio::net::TcpStream::connect(self.address).await.is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default();
+                    panic!("mosquitto exited with {status}: {log}");
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "mosquitto did not start listening");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Kills and starts it again on the same port; it forgets every session (no persistence).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.spawn().await;
+    }
+}
