@@ -263,6 +263,19 @@ impl MqttClient {
         }
     }
 
+    /// The next frame, or `None` once the connection has ended.
+    pub async fn try_recv(&mut self) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(WAIT, self.events.recv()).await.expect("an event in time") {
+                Some(Ok(Event::Incoming(Packet::Publish(publish)))) => {
+                    return Some(serde_json::from_slice(&publish.payload).expect("frames are JSON"));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
     /// The next frame published to this client.
     pub async fn recv(&mut self) -> Value {
         loop {

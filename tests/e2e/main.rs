@@ -1,6 +1,7 @@
 //! End-to-end tests: real MQTT and WebSocket clients against a whole gateway.
 
 mod bad_input;
+mod binary;
 mod bridging;
 mod common;
 mod external_broker;
