@@ -82,6 +82,8 @@ fn into_config_error(error: figment::Error) -> ConfigError {
 }
 
 #[cfg(test)]
+// figment's Jail wants its own large error type from every closure.
+#[allow(clippy::result_large_err)]
 mod tests {
     use figment::Jail;
 
@@ -201,6 +203,24 @@ mod tests {
             assert!(!printed.contains("hunter2"), "{printed}");
             assert!(!printed.contains("gw:pw"), "{printed}");
             assert!(printed.contains("jwt_secret = \"********\""), "{printed}");
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod example {
+    use figment::Jail;
+
+    use super::load_from_str;
+
+    #[test]
+    fn the_shipped_example_configuration_is_valid() {
+        Jail::expect_with(|_| {
+            let config = load_from_str(include_str!("../switchboard.example.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(config.gateway.domain, "im.example.com");
+            assert_eq!(config.limits.offline_ttl.to_string(), "30d");
             Ok(())
         });
     }

@@ -23,8 +23,8 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             "must be at least 8 characters long",
         ));
     }
-    if let Some(url) = &config.database_url_str() {
-        if !(url.starts_with("postgres://")
+    if let Some(url) = &config.database_url_str()
+        && !(url.starts_with("postgres://")
             || url.starts_with("postgresql://")
             || url.starts_with("sqlite:"))
         {
@@ -33,7 +33,6 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
                 "must start with postgres:// (or sqlite:)",
             ));
         }
-    }
     let mqtt = &config.mqtt;
     if let Some(url) = &mqtt.url {
         if mqtt.embedded == Some(true) {
@@ -58,7 +57,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     if mqtt.topic_prefix.is_empty()
         || mqtt
             .topic_prefix
-            .contains(|c: char| matches!(c, '+' | '#' | '\0'))
+            .contains(['+', '#', '\0'])
         || mqtt.topic_prefix.starts_with('/')
         || mqtt.topic_prefix.ends_with('/')
     {

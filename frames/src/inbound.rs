@@ -183,11 +183,10 @@ pub fn parse_client_frame(payload: &[u8], max_bytes: usize) -> Result<ClientFram
             ));
         }
     };
-    if let ClientFrame::Message(m) = &frame {
-        if m.id.is_empty() {
+    if let ClientFrame::Message(m) = &frame
+        && m.id.is_empty() {
             return Err(FrameError::new(None, ErrorCode::BadRequest, "`id` must not be empty"));
         }
-    }
     Ok(frame)
 }
 

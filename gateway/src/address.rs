@@ -162,11 +162,10 @@ impl Address {
             // A gateway user is addressed without a resource: sessions are not addresses.
             return UserId::parse(local).map(Self::user);
         }
-        if let Some(local) = local {
-            if local.is_empty() || local.len() > 1023 || local.contains(['"', '&', '\'', ':', '<', '>', '@']) {
+        if let Some(local) = local
+            && (local.is_empty() || local.len() > 1023 || local.contains(['"', '&', '\'', ':', '<', '>', '@'])) {
                 return Err(invalid());
             }
-        }
         Ok(Self::Remote(RemoteAddress {
             local: local.map(str::to_owned),
             domain,

@@ -76,12 +76,11 @@ impl Mosquitto {
             if tokio::net::TcpStream::connect(self.address).await.is_ok() {
                 return;
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait() {
                     let log = std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default();
                     panic!("mosquitto exited with {status}: {log}");
                 }
-            }
             assert!(tokio::time::Instant::now() < deadline, "mosquitto did not start listening");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

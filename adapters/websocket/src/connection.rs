@@ -67,9 +67,8 @@ pub(crate) async fn serve(socket: WebSocket, user: Option<UserId>, shared: Arc<S
         tokio::select! {
             biased;
             Some(reply) = replies.next(), if !replies.is_empty() => {
-                if let Some(frame) = reply {
-                    if writer.send(session.render(&frame)).await.is_err() { break; }
-                }
+                if let Some(frame) = reply
+                    && writer.send(session.render(&frame)).await.is_err() { break; }
             }
             () = &mut kicked => {
                 let _ = writer.sink.send(close(CLOSE_TRY_LATER, "too slow")).await;
@@ -77,9 +76,8 @@ pub(crate) async fn serve(socket: WebSocket, user: Option<UserId>, shared: Arc<S
             }
             outbound = lease.outbound.recv() => {
                 let Some(Outbound { envelope, delivered }) = outbound else { break };
-                if let Some(frame) = session.frame_for(&envelope) {
-                    if writer.send(session.render(&frame)).await.is_err() { break; }
-                }
+                if let Some(frame) = session.frame_for(&envelope)
+                    && writer.send(session.render(&frame)).await.is_err() { break; }
                 if let Some(delivered) = delivered { delivered.confirm(); }
             }
             () = shutdown.cancelled(), if reading => {

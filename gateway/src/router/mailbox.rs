@@ -23,6 +23,9 @@ use crate::store::{QueueSeq, Store, StoreError};
 const REPLAY_PAGE: u32 = 128;
 const DEQUEUE_BATCH: usize = 64;
 
+// Deliveries are the common case: boxing them would add an allocation per message to save a
+// little room in a bounded queue.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum MailboxCommand {
     Deliver {
         envelope: Envelope,
@@ -376,11 +379,10 @@ impl Mailbox {
     }
 
     async fn set_presence(&mut self, presence: PresenceBody) -> Outcome {
-        if presence.show != Show::Unavailable {
-            if let Err(error) = self.store.save_presence(&self.user, &presence).await {
+        if presence.show != Show::Unavailable
+            && let Err(error) = self.store.save_presence(&self.user, &presence).await {
                 tracing::warn!(user = %self.user, %error, "cannot save presence");
             }
-        }
         self.presence = Some(presence);
         Outcome::Accepted
     }

@@ -228,11 +228,10 @@ impl Client {
                     };
                     // Not subscribed (any more): leave the proof unresolved so the router keeps
                     // the envelope for later.
-                    if self.subscription.is_some() {
-                        if let Some(frame) = self.session.frame_for(&envelope) {
+                    if self.subscription.is_some()
+                        && let Some(frame) = self.session.frame_for(&envelope) {
                             self.publish_frame(writer, &frame, delivered);
                         }
-                    }
                 }
                 () = shutdown.cancelled(), if reading => reading = false,
                 () = sleep_until(deadline), if reading && deadline.is_some() => {
@@ -301,7 +300,7 @@ impl Client {
                 }
             }
             Packet::Unsubscribe(unsubscribe) => {
-                if unsubscribe.topics.iter().any(|t| *t == self.in_topic) {
+                if unsubscribe.topics.contains(&self.in_topic) {
                     self.subscription = None;
                     self.shared.registry.set_subscription(&self.user, &self.client_id, None);
                 }

@@ -56,11 +56,10 @@ impl Registry {
     }
 
     pub fn set_subscription(&self, user: &UserId, client_id: &str, subscription: Option<QoS>) {
-        if let Ok(mut sessions) = self.sessions.lock() {
-            if let Some(state) = sessions.get_mut(&(user.clone(), client_id.to_owned())) {
+        if let Ok(mut sessions) = self.sessions.lock()
+            && let Some(state) = sessions.get_mut(&(user.clone(), client_id.to_owned())) {
                 state.subscription = subscription;
             }
-        }
     }
 
     pub fn detach(&self, user: &UserId, client_id: &str, connection: u64) {
