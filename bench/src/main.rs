@@ -14,7 +14,6 @@ mod load;
 mod servers;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

@@ -103,6 +103,7 @@ impl Mailbox {
                 }
                 command = inbox.recv() => {
                     let Some(command) = command else { break };
+                    ::metrics::gauge!(metrics::MAILBOX_QUEUE).decrement(1.0);
                     self.processed += 1;
                     self.handle(command).await;
                 }

@@ -193,7 +193,10 @@ impl Router {
                 MailboxRef { commands, sent: 0 }
             });
         match mailbox.commands.try_send(command) {
-            Ok(()) => mailbox.sent += 1,
+            Ok(()) => {
+                mailbox.sent += 1;
+                ::metrics::gauge!(metrics::MAILBOX_QUEUE).increment(1.0);
+            }
             Err(mpsc::error::TrySendError::Full(command) | mpsc::error::TrySendError::Closed(command)) => {
                 // Policy: chat is never dropped silently. The sender hears `unavailable` and may
                 // retry; session bookkeeping is retried in the background so it is never lost.
