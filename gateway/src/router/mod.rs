@@ -208,6 +208,7 @@ impl Router {
                     other => {
                         let commands = mailbox.commands.clone();
                         mailbox.sent += 1;
+                        ::metrics::gauge!(metrics::MAILBOX_QUEUE).increment(1.0);
                         tokio::spawn(async move {
                             let _ = commands.send(other).await;
                         });
