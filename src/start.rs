@@ -88,9 +88,16 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     let core = TaskTracker::new();
     let router = router::spawn(store.clone(), settings, &core).await?;
     let health = Health::default();
+    // Just opened and migrated: the store is up.
+    health.set("store", true);
     let shutdown = CancellationToken::new();
     core.spawn(watch_store(store, health.clone(), shutdown.clone()));
 
+    for adapter in &adapters {
+        for peer in adapter.peers() {
+            health.register(peer);
+        }
+    }
     let context = AdapterContext { router, auth, health, shutdown: shutdown.clone() };
     let tasks = TaskTracker::new();
     for adapter in adapters {
@@ -112,13 +119,13 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
 
 /// Keeps the `store` entry of `/healthz` current.
 async fn watch_store(store: Arc<dyn Store>, health: Health, shutdown: CancellationToken) {
-    health.register("store");
+    let mut up = true;
     loop {
-        let up = tokio::time::timeout(Duration::from_secs(5), store.ping()).await.is_ok_and(|r| r.is_ok());
-        health.set("store", up);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(if up { 10 } else { 1 })) => {}
         }
+        up = tokio::time::timeout(Duration::from_secs(5), store.ping()).await.is_ok_and(|r| r.is_ok());
+        health.set("store", up);
     }
 }

@@ -86,6 +86,7 @@ pub fn outcome_to_answer(outcome: Outcome, id: Option<String>, msg: &MessageId) 
         }
         Outcome::Accepted => return id.map(|id| ServerFrame::Ack { id, msg: None }),
         Outcome::Retryable(why) => (ErrorCode::Unavailable, why),
+        Outcome::Failed(why) => (ErrorCode::Internal, why),
         Outcome::Rejected(rejection) => {
             let code = match &rejection {
                 Rejection::UnknownUser | Rejection::UnknownDevice => ErrorCode::NotFound,

@@ -46,5 +46,11 @@ pub trait Adapter: Send + 'static {
     /// naming its configuration key, before anything starts. Returns the bound address, if any.
     fn bind(&mut self) -> BoxFuture<'_, Result<Option<std::net::SocketAddr>, AdapterError>>;
 
+    /// The configured peers this adapter must reach (`/healthz` names). They count as down from
+    /// the start until the adapter reports them up.
+    fn peers(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
     fn run(self: Box<Self>, context: AdapterContext) -> BoxFuture<'static, Result<(), AdapterError>>;
 }

@@ -11,8 +11,11 @@ pub enum Outcome {
     Stored,
     /// Accepted, but nothing needed keeping (presence or a chat state for someone away).
     Accepted,
-    /// Not done now; the sender may try again.
+    /// Not done now because something is busy or away; the sender may try again.
     Retryable(String),
+    /// Not done because the gateway itself failed (its store refused a write); the sender may try
+    /// again, and the operator has a log line.
+    Failed(String),
     /// Refused for good.
     Rejected(Rejection),
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests: real MQTT and WebSocket clients against a whole gateway.
 
+mod answers;
 mod bad_input;
 mod binary;
 mod bridging;

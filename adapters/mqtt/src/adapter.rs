@@ -45,6 +45,13 @@ impl Adapter for MqttAdapter {
         })
     }
 
+    fn peers(&self) -> Vec<&'static str> {
+        match self.settings.mode {
+            MqttMode::External { .. } => vec![crate::external::HEALTH],
+            MqttMode::Embedded { .. } => Vec::new(),
+        }
+    }
+
     fn run(self: Box<Self>, context: AdapterContext) -> BoxFuture<'static, Result<(), AdapterError>> {
         Box::pin(async move {
             match (&self.settings.mode, self.listener) {

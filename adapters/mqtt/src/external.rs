@@ -27,7 +27,7 @@ use crate::adapter::NAME;
 use crate::config::MqttSettings;
 use crate::topics::TopicKind;
 
-const HEALTH: &str = "mqtt";
+pub(crate) const HEALTH: &str = "mqtt";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// `mqtt://user:password@host:port`, with `%XX` escapes in user and password.
@@ -80,7 +80,6 @@ fn percent_decode(text: &str) -> Option<String> {
 pub(crate) async fn run(url: &str, settings: MqttSettings, context: AdapterContext) -> Result<(), AdapterError> {
     let broker = BrokerUrl::parse(url)
         .ok_or_else(|| AdapterError::Fatal { adapter: NAME, message: "mqtt.url: cannot read the broker address".into() })?;
-    context.health.register(HEALTH);
     let mut options = MqttOptions::new(settings.client_id.clone(), broker.host.clone(), broker.port);
     if let Some((user, password)) = &broker.credentials {
         options.set_credentials(user.clone(), password.clone());

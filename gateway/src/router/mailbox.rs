@@ -237,7 +237,7 @@ impl Mailbox {
                     Ok(false) => Outcome::Rejected(Rejection::UnknownDevice),
                     Err(error) => {
                         tracing::error!(user = %self.user, %error, "cannot update devices");
-                        Outcome::Retryable("the store is unavailable".into())
+                        Outcome::Failed("the gateway could not store it".into())
                     }
                 };
                 let _ = reply.send(outcome);
@@ -339,7 +339,7 @@ impl Mailbox {
                 Ok(len) => len,
                 Err(error) => {
                     tracing::error!(user = %self.user, %error, "cannot count the offline queue");
-                    return Outcome::Retryable("the store is unavailable".into());
+                    return Outcome::Failed("the gateway could not store it".into());
                 }
             },
         };
@@ -357,7 +357,7 @@ impl Mailbox {
             Err(error) => {
                 tracing::error!(user = %self.user, msg = %envelope.id, %error, "cannot store for later");
                 self.queue_len = None;
-                Outcome::Retryable("the store is unavailable".into())
+                Outcome::Failed("the gateway could not store it".into())
             }
         }
     }
