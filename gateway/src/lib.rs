@@ -22,6 +22,7 @@ pub mod health;
 pub mod id;
 pub mod metrics;
 pub mod outcome;
+pub mod roster;
 pub mod router;
 pub mod store;
 

@@ -9,3 +9,4 @@ mod external_broker;
 mod mosquitto;
 mod mqtt_endpoint;
 mod offline;
+mod presence;

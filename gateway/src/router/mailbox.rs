@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::session::{Delivered, Outbound, SessionEntry};
 use super::{Command, RouterSettings};
-use crate::address::UserId;
-use crate::envelope::{Body, DeviceAction, Envelope, PresenceBody, Show, Timestamp};
+use crate::address::{Address, UserId};
+use crate::envelope::{Body, DeviceAction, Envelope, PresenceBody, Show, SubscriptionAction, Timestamp};
+use crate::roster::{self, Direction};
 use crate::id::SessionId;
 use crate::metrics;
 use crate::outcome::{Outcome, Rejection};
@@ -41,6 +42,15 @@ pub(crate) enum MailboxCommand {
     },
     Close {
         session: SessionId,
+    },
+    /// She sent a subscription stanza to `contact`.
+    Sent {
+        contact: Address,
+        action: SubscriptionAction,
+    },
+    /// `requester` wants her current presence.
+    Probe {
+        requester: UserId,
     },
 }
 
@@ -139,6 +149,8 @@ impl Mailbox {
             }
             MailboxCommand::Deliverable { session } => self.make_deliverable(session).await,
             MailboxCommand::Close { session } => self.close(session).await,
+            MailboxCommand::Sent { contact, action } => self.sent_subscription(contact, action).await,
+            MailboxCommand::Probe { requester } => self.answer_probe(requester).await,
         }
     }
 
@@ -152,10 +164,9 @@ impl Mailbox {
                 tracing::warn!(user = %self.user, %error, "cannot read last presence");
                 None
             });
-            self.presence = Some(last.unwrap_or(PresenceBody {
-                show: Show::Available,
-                status: None,
-            }));
+            let presence = last.unwrap_or(PresenceBody { show: Show::Available, status: None });
+            self.broadcast_presence(presence).await;
+            self.probe_contacts().await;
         }
         ::metrics::gauge!(metrics::SESSIONS, "adapter" => entry.adapter).increment(1.0);
         tracing::debug!(user = %self.user, session = %entry.id, adapter = entry.adapter, "session opened");
@@ -246,6 +257,9 @@ impl Mailbox {
             _ => {}
         }
 
+        if let (Body::Subscription { action }, false) = (&envelope.body, to_self) {
+            self.update_roster(envelope.from.clone(), *action, Direction::Received).await;
+        }
         let queued_offline = envelope.body.is_queued_offline();
         let targets: Vec<SessionId> = self.sessions.iter().filter(|s| s.deliverable).map(|s| s.id).collect();
         if targets.is_empty() {
@@ -384,7 +398,7 @@ impl Mailbox {
             && let Err(error) = self.store.save_presence(&self.user, &presence).await {
                 tracing::warn!(user = %self.user, %error, "cannot save presence");
             }
-        self.presence = Some(presence);
+        self.broadcast_presence(presence).await;
         Outcome::Accepted
     }
 
@@ -392,7 +406,7 @@ impl Mailbox {
         let was_deliverable = self.sessions.iter().any(|s| s.id == session && s.deliverable);
         self.remove_session(session);
         if self.sessions.is_empty() {
-            self.presence = Some(PresenceBody { show: Show::Unavailable, status: None });
+            self.broadcast_presence(PresenceBody { show: Show::Unavailable, status: None }).await;
         }
         if was_deliverable && !self.sessions.iter().any(|s| s.deliverable) {
             // Settle what that session had not confirmed before anything newer is stored, so the
@@ -400,6 +414,91 @@ impl Mailbox {
             while let Some(completion) = self.inflight.next().await {
                 self.complete(completion).await;
             }
+        }
+    }
+
+    async fn update_roster(&mut self, contact: Address, action: SubscriptionAction, direction: Direction) -> roster::RosterItem {
+        let contact = match contact {
+            Address::Remote(remote) => Address::Remote(remote.bare()),
+            user => user,
+        };
+        let item = match self.store.roster_item(&self.user, &contact).await {
+            Ok(item) => item,
+            Err(error) => {
+                tracing::error!(user = %self.user, %error, "cannot read roster");
+                roster::RosterItem::new(contact)
+            }
+        };
+        let item = roster::apply(item, action, direction);
+        if let Err(error) = self.store.save_roster_item(&self.user, &item).await {
+            tracing::error!(user = %self.user, %error, "cannot save roster");
+        }
+        item
+    }
+
+    async fn sent_subscription(&mut self, contact: Address, action: SubscriptionAction) {
+        self.update_roster(contact.clone(), action, Direction::Sent).await;
+        let presence = match action {
+            // She lets the contact see her presence: show it now, as it is.
+            SubscriptionAction::Subscribed => self.presence.clone(),
+            SubscriptionAction::Unsubscribed => Some(PresenceBody { show: Show::Unavailable, status: None }),
+            _ => None,
+        };
+        if let Some(presence) = presence.filter(|p| p.show != Show::Unavailable || action == SubscriptionAction::Unsubscribed) {
+            self.submit(Envelope::new(Address::user(self.user.clone()), contact, Body::Presence(presence))).await;
+        }
+    }
+
+    /// Tells every contact allowed to see her presence that it changed.
+    async fn broadcast_presence(&mut self, presence: PresenceBody) {
+        if self.presence.as_ref() == Some(&presence) {
+            return;
+        }
+        let first_unavailable = self.presence.is_none() && presence.show == Show::Unavailable;
+        self.presence = Some(presence.clone());
+        if first_unavailable {
+            return;
+        }
+        let roster = match self.store.roster(&self.user).await {
+            Ok(roster) => roster,
+            Err(error) => {
+                tracing::warn!(user = %self.user, %error, "cannot read roster; presence not sent");
+                return;
+            }
+        };
+        for item in roster.into_iter().filter(|item| item.from) {
+            let envelope = Envelope::new(Address::user(self.user.clone()), item.contact, Body::Presence(presence.clone()));
+            self.submit(envelope).await;
+        }
+    }
+
+    /// On her return, asks each contact whose presence she may see for it.
+    async fn probe_contacts(&mut self) {
+        let Ok(roster) = self.store.roster(&self.user).await else { return };
+        let Some(router) = self.router.upgrade() else { return };
+        for item in roster.into_iter().filter(|item| item.to) {
+            if let Address::User { user } = item.contact {
+                let _ = router.send(Command::Probe { contact: user, requester: self.user.clone() }).await;
+            }
+        }
+    }
+
+    async fn answer_probe(&mut self, requester: UserId) {
+        let Some(presence) = self.presence.clone().filter(|p| p.show != Show::Unavailable) else { return };
+        let contact = Address::user(requester);
+        match self.store.roster_item(&self.user, &contact).await {
+            Ok(item) if item.from => {
+                self.submit(Envelope::new(Address::user(self.user.clone()), contact, Body::Presence(presence))).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Routes an envelope she emits (presence to her contacts); nobody waits for its outcome.
+    async fn submit(&mut self, envelope: Envelope) {
+        if let Some(router) = self.router.upgrade() {
+            let (reply, _) = oneshot::channel();
+            let _ = router.send(Command::Submit { envelope, reply }).await;
         }
     }
 

@@ -72,6 +72,11 @@ pub(crate) enum Command {
         user: UserId,
         command: MailboxCommand,
     },
+    /// `requester` came online and wants `contact`'s presence, if she may see it.
+    Probe {
+        contact: UserId,
+        requester: UserId,
+    },
     /// A mailbox that had nothing to do for a while; `processed` lets the router tell whether
     /// something is still on its way to it.
     Idle {
@@ -147,6 +152,12 @@ impl Router {
                 );
             }
             Command::ToMailbox { user, command } => self.forward(&user, command),
+            Command::Probe { contact, requester } => {
+                // A user without a mailbox has no session: she is unavailable, and silence says so.
+                if self.mailboxes.contains_key(&contact) {
+                    self.forward(&contact, MailboxCommand::Probe { requester });
+                }
+            }
             Command::Idle { user, processed } => {
                 if self.mailboxes.get(&user).is_some_and(|m| m.sent == processed) {
                     // Dropping the sender ends the mailbox task once it has read everything.
@@ -173,6 +184,14 @@ impl Router {
         if !self.known.contains(&to) {
             let _ = reply.send(Outcome::Rejected(Rejection::UnknownUser));
             return;
+        }
+        if let (Body::Subscription { action }, Some(sender)) = (&envelope.body, envelope.from.as_user()) {
+            // The sender's roster changes too; her mailbox keeps it.
+            if *sender != to {
+                let command = MailboxCommand::Sent { contact: envelope.to.clone(), action: *action };
+                let sender = sender.clone();
+                self.forward(&sender, command);
+            }
         }
         self.forward(&to, MailboxCommand::Deliver { envelope, reply });
     }

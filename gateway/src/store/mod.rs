@@ -12,7 +12,8 @@ use std::pin::Pin;
 
 pub use sql::SqlStore;
 
-use crate::address::UserId;
+use crate::address::{Address, UserId};
+use crate::roster::RosterItem;
 use crate::envelope::{DeviceRegistration, Envelope, PresenceBody, Timestamp};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -72,6 +73,11 @@ pub trait Store: Send + Sync + 'static {
     /// Returns false when `user` had no such device.
     fn unregister_device<'a>(&'a self, user: &'a UserId, device: &'a DeviceRegistration) -> StoreFuture<'a, bool>;
     fn devices<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<DeviceRegistration>>;
+    /// Her item for `contact`, empty when she has none.
+    fn roster_item<'a>(&'a self, owner: &'a UserId, contact: &'a Address) -> StoreFuture<'a, RosterItem>;
+    /// Writes an item; an empty item is deleted.
+    fn save_roster_item<'a>(&'a self, owner: &'a UserId, item: &'a RosterItem) -> StoreFuture<'a, ()>;
+    fn roster<'a>(&'a self, owner: &'a UserId) -> StoreFuture<'a, Vec<RosterItem>>;
     /// A cheap round trip, for `/healthz`.
     fn ping(&self) -> StoreFuture<'_, ()>;
 }

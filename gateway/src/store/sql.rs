@@ -6,7 +6,8 @@ use sqlx::{AnyPool, Row};
 
 use super::migrate::{self, Backend};
 use super::{QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
-use crate::address::UserId;
+use crate::address::{Address, UserId};
+use crate::roster::RosterItem;
 use crate::envelope::{DeviceRegistration, Envelope, PresenceBody, Timestamp};
 
 /// SQLite or PostgreSQL through sqlx's `Any` driver: one set of queries (`$N` placeholders work on
@@ -278,6 +279,70 @@ impl Store for SqlStore {
                         token: row.try_get("token")?,
                         app: row.try_get("app")?,
                         os: row.try_get("os")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn roster_item<'a>(&'a self, owner: &'a UserId, contact: &'a Address) -> StoreFuture<'a, RosterItem> {
+        Box::pin(async move {
+            let key = serde_json::to_string(contact)?;
+            let row = sqlx::query("SELECT sub_to, sub_from, ask_out FROM roster WHERE owner = $1 AND contact = $2")
+                .bind(owner.as_str())
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+            let mut item = RosterItem::new(contact.clone());
+            if let Some(row) = row {
+                item.to = row.try_get::<i64, _>("sub_to")? != 0;
+                item.from = row.try_get::<i64, _>("sub_from")? != 0;
+                item.ask = row.try_get::<i64, _>("ask_out")? != 0;
+            }
+            Ok(item)
+        })
+    }
+
+    fn save_roster_item<'a>(&'a self, owner: &'a UserId, item: &'a RosterItem) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let key = serde_json::to_string(&item.contact)?;
+            if item.is_empty() {
+                sqlx::query("DELETE FROM roster WHERE owner = $1 AND contact = $2")
+                    .bind(owner.as_str())
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+                return Ok(());
+            }
+            sqlx::query(
+                "INSERT INTO roster (owner, contact, sub_to, sub_from, ask_out) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (owner, contact) DO UPDATE SET sub_to = excluded.sub_to, sub_from = excluded.sub_from, ask_out = excluded.ask_out",
+            )
+            .bind(owner.as_str())
+            .bind(key)
+            .bind(i64::from(item.to))
+            .bind(i64::from(item.from))
+            .bind(i64::from(item.ask))
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn roster<'a>(&'a self, owner: &'a UserId) -> StoreFuture<'a, Vec<RosterItem>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT contact, sub_to, sub_from, ask_out FROM roster WHERE owner = $1 ORDER BY contact")
+                .bind(owner.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+            rows.into_iter()
+                .map(|row| {
+                    let contact: String = row.try_get("contact")?;
+                    Ok(RosterItem {
+                        contact: serde_json::from_str(&contact)?,
+                        to: row.try_get::<i64, _>("sub_to")? != 0,
+                        from: row.try_get::<i64, _>("sub_from")? != 0,
+                        ask: row.try_get::<i64, _>("ask_out")? != 0,
                     })
                 })
                 .collect()
