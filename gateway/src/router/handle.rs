@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::session::{SessionEntry, SessionLease};
-use super::{Command, RouterSettings};
+use super::{Command, Owner, RouterSettings};
 use crate::address::UserId;
 use crate::envelope::Envelope;
 use crate::id::SessionId;
@@ -58,6 +58,22 @@ impl RouterHandle {
         user: UserId,
         adapter: &'static str,
     ) -> Result<SessionLease, RouterError> {
+        self.open(Owner::User(user), adapter).await
+    }
+
+    /// Declares that `route` carries every remote address. Until a session is open on it,
+    /// envelopes for remote addresses wait in the route's offline queue, in order.
+    pub async fn register_route(&self, route: &'static str) -> Result<(), RouterError> {
+        self.commands.send(Command::RegisterRoute { route }).await.map_err(|_| RouterError::Stopped)
+    }
+
+    /// A live link of `route` (e.g. a connected XMPP component stream). Like a user's session,
+    /// it receives nothing until [`SessionLease::set_deliverable`], then first what was queued.
+    pub async fn open_route_session(&self, route: &'static str) -> Result<SessionLease, RouterError> {
+        self.open(Owner::Route(route), route).await
+    }
+
+    async fn open(&self, owner: Owner, adapter: &'static str) -> Result<SessionLease, RouterError> {
         let id = SessionId::next();
         let (outbound_tx, outbound_rx) = mpsc::channel(self.settings.session_capacity);
         let kick = CancellationToken::new();
@@ -71,14 +87,14 @@ impl RouterHandle {
         let (reply, opened) = oneshot::channel();
         self.commands
             .send(Command::Open {
-                user: user.clone(),
+                owner: owner.clone(),
                 entry,
                 reply,
             })
             .await
             .map_err(|_| RouterError::Stopped)?;
         // The lease exists before the answer so that a failure below still closes the session.
-        let lease = SessionLease::new(id, user, outbound_rx, kick, self.commands.clone());
+        let lease = SessionLease::new(id, owner, outbound_rx, kick, self.commands.clone());
         opened.await.map_err(|_| RouterError::Stopped)??;
         Ok(lease)
     }

@@ -19,7 +19,7 @@ use crate::roster::{self, Direction};
 use crate::id::SessionId;
 use crate::metrics;
 use crate::outcome::{Outcome, Rejection};
-use crate::store::{QueueSeq, Store, StoreError};
+use crate::store::{QueueName, QueueSeq, Store, StoreError};
 
 const REPLAY_PAGE: u32 = 128;
 const DEQUEUE_BATCH: usize = 64;
@@ -67,8 +67,26 @@ enum Completion {
     },
 }
 
+/// Whose mailbox: a gateway user's, or a route's (a federating adapter's link, which carries
+/// every remote address).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Owner {
+    User(UserId),
+    Route(&'static str),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(user) => write!(f, "{user}"),
+            Self::Route(route) => write!(f, "route:{route}"),
+        }
+    }
+}
+
 pub(crate) struct Mailbox {
-    user: UserId,
+    owner: Owner,
+    queue: QueueName,
     store: Arc<dyn Store>,
     settings: Arc<RouterSettings>,
     router: mpsc::WeakSender<Command>,
@@ -84,13 +102,18 @@ pub(crate) struct Mailbox {
 
 impl Mailbox {
     pub(crate) fn new(
-        user: UserId,
+        owner: Owner,
         store: Arc<dyn Store>,
         settings: Arc<RouterSettings>,
         router: mpsc::WeakSender<Command>,
     ) -> Self {
+        let queue = match &owner {
+            Owner::User(user) => QueueName::user(user),
+            Owner::Route(route) => QueueName::route(route),
+        };
         Self {
-            user,
+            owner,
+            queue,
             store,
             settings,
             router,
@@ -120,7 +143,7 @@ impl Mailbox {
                 () = tokio::time::sleep(self.settings.mailbox_idle), if idle => {
                     self.flush_confirmed().await;
                     if let Some(router) = self.router.upgrade() {
-                        let idle = Command::Idle { user: self.user.clone(), processed: self.processed };
+                        let idle = Command::Idle { owner: self.owner.clone(), processed: self.processed };
                         let _ = router.send(idle).await;
                     }
                 }
@@ -155,13 +178,14 @@ impl Mailbox {
     }
 
     async fn open(&mut self, entry: SessionEntry, newly_known: bool) -> Result<(), StoreError> {
-        if newly_known {
-            self.store.ensure_user(&self.user).await?;
+        let user = self.me();
+        if let (true, Some(user)) = (newly_known, &user) {
+            self.store.ensure_user(user).await?;
         }
-        if self.sessions.is_empty() {
+        if let (true, Some(user)) = (self.sessions.is_empty(), &user) {
             // Her first session makes her available, as she last said she was.
-            let last = self.store.last_presence(&self.user).await.unwrap_or_else(|error| {
-                tracing::warn!(user = %self.user, %error, "cannot read last presence");
+            let last = self.store.last_presence(user).await.unwrap_or_else(|error| {
+                tracing::warn!(owner = %self.owner, %error, "cannot read last presence");
                 None
             });
             let presence = last.unwrap_or(PresenceBody { show: Show::Available, status: None });
@@ -169,7 +193,7 @@ impl Mailbox {
             self.probe_contacts().await;
         }
         ::metrics::gauge!(metrics::SESSIONS, "adapter" => entry.adapter).increment(1.0);
-        tracing::debug!(user = %self.user, session = %entry.id, adapter = entry.adapter, "session opened");
+        tracing::debug!(owner = %self.owner, session = %entry.id, adapter = entry.adapter, "session opened");
         self.sessions.push(entry);
         Ok(())
     }
@@ -195,10 +219,10 @@ impl Mailbox {
         let cutoff = Timestamp::now().0.saturating_sub(ttl_ms);
         let mut after = None;
         loop {
-            let page = match self.store.queued(&self.user, after, REPLAY_PAGE).await {
+            let page = match self.store.queued(&self.queue, after, REPLAY_PAGE).await {
                 Ok(page) => page,
                 Err(error) => {
-                    tracing::error!(user = %self.user, %error, "cannot read the offline queue");
+                    tracing::error!(owner = %self.owner, %error, "cannot read the offline queue");
                     return;
                 }
             };
@@ -231,7 +255,7 @@ impl Mailbox {
     }
 
     async fn deliver(&mut self, envelope: Envelope, reply: oneshot::Sender<Outcome>) {
-        let to_self = envelope.from.as_user() == Some(&self.user);
+        let to_self = matches!((&self.owner, envelope.from.as_user()), (Owner::User(me), Some(from)) if me == from);
         match &envelope.body {
             Body::Presence(presence) if to_self => {
                 let outcome = self.set_presence(presence.clone()).await;
@@ -239,15 +263,19 @@ impl Mailbox {
                 return;
             }
             Body::Device(device) => {
+                let Some(user) = self.me() else {
+                    let _ = reply.send(Outcome::Rejected(Rejection::BadRequest("devices belong to users".into())));
+                    return;
+                };
                 let result = match device.action {
-                    DeviceAction::Register => self.store.register_device(&self.user, device).await.map(|()| true),
-                    DeviceAction::Unregister => self.store.unregister_device(&self.user, device).await,
+                    DeviceAction::Register => self.store.register_device(&user, device).await.map(|()| true),
+                    DeviceAction::Unregister => self.store.unregister_device(&user, device).await,
                 };
                 let outcome = match result {
                     Ok(true) => Outcome::Accepted,
                     Ok(false) => Outcome::Rejected(Rejection::UnknownDevice),
                     Err(error) => {
-                        tracing::error!(user = %self.user, %error, "cannot update devices");
+                        tracing::error!(owner = %self.owner, %error, "cannot update devices");
                         Outcome::Failed("the gateway could not store it".into())
                     }
                 };
@@ -257,7 +285,7 @@ impl Mailbox {
             _ => {}
         }
 
-        if let (Body::Subscription { action }, false) = (&envelope.body, to_self) {
+        if let (Body::Subscription { action }, false, Owner::User(_)) = (&envelope.body, to_self, &self.owner) {
             self.update_roster(envelope.from.clone(), *action, Direction::Received).await;
         }
         let queued_offline = envelope.body.is_queued_offline();
@@ -316,7 +344,7 @@ impl Mailbox {
         match entry.outbound.send_timeout(outbound, self.settings.slow_consumer_timeout).await {
             Ok(()) => true,
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                tracing::warn!(user = %self.user, session = %session, "slow consumer cut off");
+                tracing::warn!(owner = %self.owner, session = %session, "slow consumer cut off");
                 ::metrics::counter!(metrics::ERRORS, "adapter" => entry.adapter, "code" => "slow-consumer").increment(1);
                 entry.kick.cancel();
                 self.remove_session(session);
@@ -349,27 +377,27 @@ impl Mailbox {
     async fn enqueue(&mut self, envelope: &Envelope) -> Outcome {
         let len = match self.queue_len {
             Some(len) => len,
-            None => match self.store.queue_len(&self.user).await {
+            None => match self.store.queue_len(&self.queue).await {
                 Ok(len) => len,
                 Err(error) => {
-                    tracing::error!(user = %self.user, %error, "cannot count the offline queue");
+                    tracing::error!(owner = %self.owner, %error, "cannot count the offline queue");
                     return Outcome::Failed("the gateway could not store it".into());
                 }
             },
         };
         if len >= self.settings.offline_max {
-            tracing::warn!(user = %self.user, msg = %envelope.id, "offline queue full");
+            tracing::warn!(owner = %self.owner, msg = %envelope.id, "offline queue full");
             self.queue_len = Some(len);
             return Outcome::Rejected(Rejection::QueueFull);
         }
-        match self.store.enqueue(&self.user, envelope).await {
+        match self.store.enqueue(&self.queue, envelope).await {
             Ok(_) => {
                 self.queue_len = Some(len + 1);
                 ::metrics::counter!(metrics::STORED).increment(1);
                 Outcome::Stored
             }
             Err(error) => {
-                tracing::error!(user = %self.user, msg = %envelope.id, %error, "cannot store for later");
+                tracing::error!(owner = %self.owner, msg = %envelope.id, %error, "cannot store for later");
                 self.queue_len = None;
                 Outcome::Failed("the gateway could not store it".into())
             }
@@ -381,22 +409,23 @@ impl Mailbox {
             return;
         }
         let seqs = std::mem::take(&mut self.confirmed);
-        match self.store.dequeue(&self.user, &seqs).await {
+        match self.store.dequeue(&self.queue, &seqs).await {
             Ok(()) => {
                 self.queue_len = self.queue_len.map(|len| len.saturating_sub(seqs.len() as u64));
             }
             Err(error) => {
                 // They were delivered; at worst they are delivered again after a restart.
-                tracing::error!(user = %self.user, %error, "cannot delete delivered envelopes");
+                tracing::error!(owner = %self.owner, %error, "cannot delete delivered envelopes");
                 self.queue_len = None;
             }
         }
     }
 
     async fn set_presence(&mut self, presence: PresenceBody) -> Outcome {
+        let Some(user) = self.me() else { return Outcome::Accepted };
         if presence.show != Show::Unavailable
-            && let Err(error) = self.store.save_presence(&self.user, &presence).await {
-                tracing::warn!(user = %self.user, %error, "cannot save presence");
+            && let Err(error) = self.store.save_presence(&user, &presence).await {
+                tracing::warn!(owner = %self.owner, %error, "cannot save presence");
             }
         self.broadcast_presence(presence).await;
         Outcome::Accepted
@@ -417,26 +446,27 @@ impl Mailbox {
         }
     }
 
-    async fn update_roster(&mut self, contact: Address, action: SubscriptionAction, direction: Direction) -> roster::RosterItem {
+    async fn update_roster(&mut self, contact: Address, action: SubscriptionAction, direction: Direction) {
+        let Some(user) = self.me() else { return };
         let contact = match contact {
             Address::Remote(remote) => Address::Remote(remote.bare()),
             user => user,
         };
-        let item = match self.store.roster_item(&self.user, &contact).await {
+        let item = match self.store.roster_item(&user, &contact).await {
             Ok(item) => item,
             Err(error) => {
-                tracing::error!(user = %self.user, %error, "cannot read roster");
+                tracing::error!(owner = %self.owner, %error, "cannot read roster");
                 roster::RosterItem::new(contact)
             }
         };
         let item = roster::apply(item, action, direction);
-        if let Err(error) = self.store.save_roster_item(&self.user, &item).await {
-            tracing::error!(user = %self.user, %error, "cannot save roster");
+        if let Err(error) = self.store.save_roster_item(&user, &item).await {
+            tracing::error!(owner = %self.owner, %error, "cannot save roster");
         }
-        item
     }
 
     async fn sent_subscription(&mut self, contact: Address, action: SubscriptionAction) {
+        let Some(user) = self.me() else { return };
         self.update_roster(contact.clone(), action, Direction::Sent).await;
         let presence = match action {
             // She lets the contact see her presence: show it now, as it is.
@@ -445,12 +475,13 @@ impl Mailbox {
             _ => None,
         };
         if let Some(presence) = presence.filter(|p| p.show != Show::Unavailable || action == SubscriptionAction::Unsubscribed) {
-            self.submit(Envelope::new(Address::user(self.user.clone()), contact, Body::Presence(presence))).await;
+            self.submit(Envelope::new(Address::user(user), contact, Body::Presence(presence))).await;
         }
     }
 
     /// Tells every contact allowed to see her presence that it changed.
     async fn broadcast_presence(&mut self, presence: PresenceBody) {
+        let Some(user) = self.me() else { return };
         if self.presence.as_ref() == Some(&presence) {
             return;
         }
@@ -459,38 +490,47 @@ impl Mailbox {
         if first_unavailable {
             return;
         }
-        let roster = match self.store.roster(&self.user).await {
+        let roster = match self.store.roster(&user).await {
             Ok(roster) => roster,
             Err(error) => {
-                tracing::warn!(user = %self.user, %error, "cannot read roster; presence not sent");
+                tracing::warn!(owner = %self.owner, %error, "cannot read roster; presence not sent");
                 return;
             }
         };
         for item in roster.into_iter().filter(|item| item.from) {
-            let envelope = Envelope::new(Address::user(self.user.clone()), item.contact, Body::Presence(presence.clone()));
+            let envelope = Envelope::new(Address::user(user.clone()), item.contact, Body::Presence(presence.clone()));
             self.submit(envelope).await;
         }
     }
 
     /// On her return, asks each contact whose presence she may see for it.
     async fn probe_contacts(&mut self) {
-        let Ok(roster) = self.store.roster(&self.user).await else { return };
+        let Some(user) = self.me() else { return };
+        let Ok(roster) = self.store.roster(&user).await else { return };
         let Some(router) = self.router.upgrade() else { return };
         for item in roster.into_iter().filter(|item| item.to) {
-            if let Address::User { user } = item.contact {
-                let _ = router.send(Command::Probe { contact: user, requester: self.user.clone() }).await;
+            if let Address::User { user: contact_user } = item.contact {
+                let _ = router.send(Command::Probe { contact: contact_user, requester: user.clone() }).await;
             }
         }
     }
 
     async fn answer_probe(&mut self, requester: UserId) {
+        let Some(user) = self.me() else { return };
         let Some(presence) = self.presence.clone().filter(|p| p.show != Show::Unavailable) else { return };
         let contact = Address::user(requester);
-        match self.store.roster_item(&self.user, &contact).await {
+        match self.store.roster_item(&user, &contact).await {
             Ok(item) if item.from => {
-                self.submit(Envelope::new(Address::user(self.user.clone()), contact, Body::Presence(presence))).await;
+                self.submit(Envelope::new(Address::user(user), contact, Body::Presence(presence))).await;
             }
             _ => {}
+        }
+    }
+
+    fn me(&self) -> Option<UserId> {
+        match &self.owner {
+            Owner::User(user) => Some(user.clone()),
+            Owner::Route(_) => None,
         }
     }
 
@@ -506,7 +546,7 @@ impl Mailbox {
         if let Some(index) = self.sessions.iter().position(|s| s.id == session) {
             let entry = self.sessions.swap_remove(index);
             ::metrics::gauge!(metrics::SESSIONS, "adapter" => entry.adapter).decrement(1.0);
-            tracing::debug!(user = %self.user, session = %session, "session closed");
+            tracing::debug!(owner = %self.owner, session = %session, "session closed");
         }
     }
 }

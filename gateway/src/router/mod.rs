@@ -25,6 +25,7 @@ use crate::envelope::{Body, Envelope, Timestamp};
 use crate::metrics;
 use crate::outcome::{Outcome, Rejection};
 use crate::store::{Store, StoreError};
+pub(crate) use mailbox::Owner;
 use mailbox::{Mailbox, MailboxCommand};
 use session::SessionEntry;
 
@@ -64,13 +65,17 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Outcome>,
     },
     Open {
-        user: UserId,
+        owner: Owner,
         entry: SessionEntry,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     ToMailbox {
-        user: UserId,
+        owner: Owner,
         command: MailboxCommand,
+    },
+    /// From now on, envelopes for remote addresses go to this route's mailbox.
+    RegisterRoute {
+        route: &'static str,
     },
     /// `requester` came online and wants `contact`'s presence, if she may see it.
     Probe {
@@ -80,7 +85,7 @@ pub(crate) enum Command {
     /// A mailbox that had nothing to do for a while; `processed` lets the router tell whether
     /// something is still on its way to it.
     Idle {
-        user: UserId,
+        owner: Owner,
         processed: u64,
     },
 }
@@ -109,6 +114,7 @@ pub async fn spawn(
         settings: settings.clone(),
         known,
         mailboxes: HashMap::new(),
+        remote_route: None,
         commands: commands.downgrade(),
         tracker: tracker.clone(),
     };
@@ -120,7 +126,9 @@ struct Router {
     store: Arc<dyn Store>,
     settings: Arc<RouterSettings>,
     known: HashSet<UserId>,
-    mailboxes: HashMap<UserId, MailboxRef>,
+    mailboxes: HashMap<Owner, MailboxRef>,
+    /// The route that carries remote addresses, once a federating adapter registered it.
+    remote_route: Option<&'static str>,
     /// Weak, so the router's own copy does not keep it alive once every adapter is gone.
     commands: mpsc::WeakSender<Command>,
     tracker: TaskTracker,
@@ -140,10 +148,13 @@ impl Router {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Submit { envelope, reply } => self.route(envelope, reply),
-            Command::Open { user, entry, reply } => {
-                let newly_known = self.known.insert(user.clone());
+            Command::Open { owner, entry, reply } => {
+                let newly_known = match &owner {
+                    Owner::User(user) => self.known.insert(user.clone()),
+                    Owner::Route(_) => false,
+                };
                 self.forward(
-                    &user,
+                    owner,
                     MailboxCommand::Open {
                         entry,
                         newly_known,
@@ -151,17 +162,20 @@ impl Router {
                     },
                 );
             }
-            Command::ToMailbox { user, command } => self.forward(&user, command),
+            Command::ToMailbox { owner, command } => self.forward(owner, command),
+            Command::RegisterRoute { route } => self.remote_route = Some(route),
             Command::Probe { contact, requester } => {
                 // A user without a mailbox has no session: she is unavailable, and silence says so.
+                let contact = Owner::User(contact);
                 if self.mailboxes.contains_key(&contact) {
-                    self.forward(&contact, MailboxCommand::Probe { requester });
+                    self.forward(contact, MailboxCommand::Probe { requester });
                 }
             }
-            Command::Idle { user, processed } => {
-                if self.mailboxes.get(&user).is_some_and(|m| m.sent == processed) {
+            Command::Idle { owner, processed } => {
+                let keep = matches!(owner, Owner::Route(_));
+                if !keep && self.mailboxes.get(&owner).is_some_and(|m| m.sent == processed) {
                     // Dropping the sender ends the mailbox task once it has read everything.
-                    self.mailboxes.remove(&user);
+                    self.mailboxes.remove(&owner);
                 }
             }
         }
@@ -171,7 +185,12 @@ impl Router {
         let to = match &envelope.to {
             Address::User { user } => user.clone(),
             Address::Remote(_) => {
-                let _ = reply.send(Outcome::Rejected(Rejection::NoRoute));
+                let Some(route) = self.remote_route else {
+                    let _ = reply.send(Outcome::Rejected(Rejection::NoRoute));
+                    return;
+                };
+                self.note_sent_subscription(&envelope, None);
+                self.forward(Owner::Route(route), MailboxCommand::Deliver { envelope, reply });
                 return;
             }
         };
@@ -185,21 +204,25 @@ impl Router {
             let _ = reply.send(Outcome::Rejected(Rejection::UnknownUser));
             return;
         }
-        if let (Body::Subscription { action }, Some(sender)) = (&envelope.body, envelope.from.as_user()) {
-            // The sender's roster changes too; her mailbox keeps it.
-            if *sender != to {
-                let command = MailboxCommand::Sent { contact: envelope.to.clone(), action: *action };
-                let sender = sender.clone();
-                self.forward(&sender, command);
-            }
-        }
-        self.forward(&to, MailboxCommand::Deliver { envelope, reply });
+        self.note_sent_subscription(&envelope, Some(&to));
+        self.forward(Owner::User(to), MailboxCommand::Deliver { envelope, reply });
     }
 
-    fn forward(&mut self, user: &UserId, command: MailboxCommand) {
+    /// A subscription stanza changes its sender's roster too; her mailbox keeps it.
+    fn note_sent_subscription(&mut self, envelope: &Envelope, to: Option<&UserId>) {
+        if let (Body::Subscription { action }, Some(sender)) = (&envelope.body, envelope.from.as_user()) {
+            if Some(sender) != to {
+                let command = MailboxCommand::Sent { contact: envelope.to.clone(), action: *action };
+                self.forward(Owner::User(sender.clone()), command);
+            }
+        }
+    }
+
+    fn forward(&mut self, owner: Owner, command: MailboxCommand) {
+        let user = owner.clone();
         let mailbox = self
             .mailboxes
-            .entry(user.clone())
+            .entry(owner)
             .or_insert_with(|| {
                 let (commands, inbox) = mpsc::channel(self.settings.mailbox_capacity);
                 let mailbox = Mailbox::new(

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Command;
 use super::mailbox::MailboxCommand;
+use super::mailbox::Owner;
 use crate::address::UserId;
 use crate::envelope::Envelope;
 use crate::id::SessionId;
@@ -48,7 +49,7 @@ pub(crate) struct SessionEntry {
 /// A live connection of a user, registered with the router. Dropping it closes the session.
 pub struct SessionLease {
     pub id: SessionId,
-    pub user: UserId,
+    owner: Owner,
     pub outbound: mpsc::Receiver<Outbound>,
     kick: CancellationToken,
     commands: mpsc::Sender<Command>,
@@ -57,14 +58,14 @@ pub struct SessionLease {
 impl SessionLease {
     pub(crate) fn new(
         id: SessionId,
-        user: UserId,
+        owner: Owner,
         outbound: mpsc::Receiver<Outbound>,
         kick: CancellationToken,
         commands: mpsc::Sender<Command>,
     ) -> Self {
         Self {
             id,
-            user,
+            owner,
             outbound,
             kick,
             commands,
@@ -78,10 +79,18 @@ impl SessionLease {
         let _ = self
             .commands
             .send(Command::ToMailbox {
-                user: self.user.clone(),
+                owner: self.owner.clone(),
                 command: MailboxCommand::Deliverable { session: self.id },
             })
             .await;
+    }
+
+    /// The user this session belongs to; `None` for a route's link.
+    pub fn user(&self) -> Option<&UserId> {
+        match &self.owner {
+            Owner::User(user) => Some(user),
+            Owner::Route(_) => None,
+        }
     }
 
     /// Resolves when the router cuts this session off (a slow consumer); the adapter then closes
@@ -98,7 +107,7 @@ impl Drop for SessionLease {
         self.outbound.close();
         while self.outbound.try_recv().is_ok() {}
         let close = Command::ToMailbox {
-            user: self.user.clone(),
+            owner: self.owner.clone(),
             command: MailboxCommand::Close { session: self.id },
         };
         if let Err(mpsc::error::TrySendError::Full(close)) = self.commands.try_send(close) {

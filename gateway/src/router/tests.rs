@@ -99,3 +99,33 @@ async fn a_session_that_dies_before_confirming_leaves_the_message_stored() {
     let outbound = bob.outbound.recv().await.expect("replayed");
     assert_eq!(text_of(&outbound), "fragile");
 }
+
+#[tokio::test]
+async fn remote_addresses_wait_for_their_route_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(dir.path()).await;
+    let carol = Address::parse("carol@xmpp.example.org", &Domain::new("localhost")).expect("jid");
+    let to_carol = |text: &str| {
+        Envelope::new(
+            Address::user(user("alice")),
+            carol.clone(),
+            Body::Message(MessageBody { body: text.into(), thread: None, subject: None, kind: MessageKind::Chat }),
+        )
+    };
+    assert_eq!(router.submit(to_carol("no route")).await.await, Outcome::Rejected(Rejection::NoRoute));
+
+    router.register_route("xmpp").await.expect("register");
+    for text in ["r0", "r1", "r2"] {
+        assert_eq!(router.submit(to_carol(text)).await.await, Outcome::Stored, "queued while the link is down");
+    }
+    let mut link = router.open_route_session("xmpp").await.expect("link");
+    assert_eq!(link.user(), None);
+    link.set_deliverable().await;
+    let live = router.submit(to_carol("live")).await;
+    for expected in ["r0", "r1", "r2", "live"] {
+        let outbound = link.outbound.recv().await.expect("frame");
+        assert_eq!(text_of(&outbound), expected);
+        outbound.delivered.expect("proof").confirm();
+    }
+    assert_eq!(live.await, Outcome::Delivered);
+}

@@ -38,7 +38,32 @@ pub enum StoreError {
     },
 }
 
-/// Position of an envelope in a user's offline queue; increases with every append.
+/// Whose offline queue: a user's, or a route's (envelopes for remote addresses waiting for
+/// their link). Route names start with `#`, which no user name can.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QueueName(String);
+
+impl QueueName {
+    pub fn user(user: &UserId) -> Self {
+        Self(user.as_str().to_owned())
+    }
+
+    pub fn route(route: &str) -> Self {
+        Self(format!("#{route}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for QueueName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Position of an envelope in an offline queue; increases with every append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct QueueSeq(pub i64);
 
@@ -53,17 +78,17 @@ pub trait Store: Send + Sync + 'static {
     fn known_users(&self) -> StoreFuture<'_, Vec<UserId>>;
     /// Records that `user` exists. Returns true when she is new.
     fn ensure_user<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, bool>;
-    /// Appends to `user`'s offline queue; durable when the future resolves.
-    fn enqueue<'a>(&'a self, user: &'a UserId, envelope: &'a Envelope) -> StoreFuture<'a, QueueSeq>;
+    /// Appends to an offline queue; durable when the future resolves.
+    fn enqueue<'a>(&'a self, queue: &'a QueueName, envelope: &'a Envelope) -> StoreFuture<'a, QueueSeq>;
     /// Up to `limit` queued envelopes after `after`, oldest first.
     fn queued<'a>(
         &'a self,
-        user: &'a UserId,
+        queue: &'a QueueName,
         after: Option<QueueSeq>,
         limit: u32,
     ) -> StoreFuture<'a, Vec<QueuedEnvelope>>;
-    fn queue_len<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, u64>;
-    fn dequeue<'a>(&'a self, user: &'a UserId, seqs: &'a [QueueSeq]) -> StoreFuture<'a, ()>;
+    fn queue_len<'a>(&'a self, queue: &'a QueueName) -> StoreFuture<'a, u64>;
+    fn dequeue<'a>(&'a self, queue: &'a QueueName, seqs: &'a [QueueSeq]) -> StoreFuture<'a, ()>;
     /// Drops queued envelopes stored before `cutoff`; returns how many.
     fn expire_queued(&self, cutoff: Timestamp) -> StoreFuture<'_, u64>;
     /// The last presence a user set, to restore when she comes back.

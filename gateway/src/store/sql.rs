@@ -5,7 +5,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 use super::migrate::{self, Backend};
-use super::{QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
+use super::{QueueName, QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
 use crate::address::{Address, UserId};
 use crate::roster::RosterItem;
 use crate::envelope::{DeviceRegistration, Envelope, PresenceBody, Timestamp};
@@ -99,7 +99,7 @@ impl Store for SqlStore {
         })
     }
 
-    fn enqueue<'a>(&'a self, user: &'a UserId, envelope: &'a Envelope) -> StoreFuture<'a, QueueSeq> {
+    fn enqueue<'a>(&'a self, queue: &'a QueueName, envelope: &'a Envelope) -> StoreFuture<'a, QueueSeq> {
         Box::pin(async move {
             let started = Instant::now();
             let result = async {
@@ -107,7 +107,7 @@ impl Store for SqlStore {
                 let row = sqlx::query(
                     "INSERT INTO offline (user_name, created_ms, envelope) VALUES ($1, $2, $3) RETURNING seq",
                 )
-                .bind(user.as_str())
+                .bind(queue.as_str())
                 .bind(Timestamp::now().0)
                 .bind(json)
                 .fetch_one(&self.pool)
@@ -122,7 +122,7 @@ impl Store for SqlStore {
 
     fn queued<'a>(
         &'a self,
-        user: &'a UserId,
+        queue: &'a QueueName,
         after: Option<QueueSeq>,
         limit: u32,
     ) -> StoreFuture<'a, Vec<QueuedEnvelope>> {
@@ -132,7 +132,7 @@ impl Store for SqlStore {
                 let rows = sqlx::query(
                     "SELECT seq, envelope FROM offline WHERE user_name = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 )
-                .bind(user.as_str())
+                .bind(queue.as_str())
                 .bind(after.map_or(0, |s| s.0))
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
@@ -154,24 +154,24 @@ impl Store for SqlStore {
         })
     }
 
-    fn queue_len<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, u64> {
+    fn queue_len<'a>(&'a self, queue: &'a QueueName) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let row = sqlx::query("SELECT COUNT(*) AS n FROM offline WHERE user_name = $1")
-                .bind(user.as_str())
+                .bind(queue.as_str())
                 .fetch_one(&self.pool)
                 .await?;
             Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
         })
     }
 
-    fn dequeue<'a>(&'a self, user: &'a UserId, seqs: &'a [QueueSeq]) -> StoreFuture<'a, ()> {
+    fn dequeue<'a>(&'a self, queue: &'a QueueName, seqs: &'a [QueueSeq]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let started = Instant::now();
             let result = async {
                 let mut tx = self.pool.begin().await?;
                 for seq in seqs {
                     sqlx::query("DELETE FROM offline WHERE user_name = $1 AND seq = $2")
-                        .bind(user.as_str())
+                        .bind(queue.as_str())
                         .bind(seq.0)
                         .execute(&mut *tx)
                         .await?;
@@ -385,12 +385,13 @@ mod tests {
             assert!(store.ensure_user(&alice).await.expect("user"));
             assert!(!store.ensure_user(&alice).await.expect("user again"));
             for text in ["one", "two", "three"] {
-                store.enqueue(&alice, &message(&alice, text)).await.expect("enqueue");
+                store.enqueue(&QueueName::user(&alice), &message(&alice, text)).await.expect("enqueue");
             }
         }
         let store = SqlStore::open_embedded(dir.path()).await.expect("reopen");
         assert_eq!(store.known_users().await.expect("users"), vec![alice.clone()]);
-        let queued = store.queued(&alice, None, 10).await.expect("queued");
+        let queue = QueueName::user(&alice);
+        let queued = store.queued(&queue, None, 10).await.expect("queued");
         let texts: Vec<_> = queued
             .iter()
             .map(|q| match &q.envelope.body {
@@ -399,10 +400,10 @@ mod tests {
             })
             .collect();
         assert_eq!(texts, ["one", "two", "three"]);
-        let page = store.queued(&alice, Some(queued[0].seq), 1).await.expect("page");
+        let page = store.queued(&queue, Some(queued[0].seq), 1).await.expect("page");
         assert_eq!(page.len(), 1);
         assert_eq!(page[0].seq, queued[1].seq);
-        store.dequeue(&alice, &[queued[0].seq, queued[1].seq]).await.expect("dequeue");
-        assert_eq!(store.queue_len(&alice).await.expect("len"), 1);
+        store.dequeue(&queue, &[queued[0].seq, queued[1].seq]).await.expect("dequeue");
+        assert_eq!(store.queue_len(&queue).await.expect("len"), 1);
     }
 }
