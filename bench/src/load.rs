@@ -108,7 +108,6 @@ impl Recorder {
         Received {
             distinct: inner.distinct,
             duplicates: inner.duplicates,
-            other: inner.other,
             errors: inner.errors.clone(),
             latencies_ns: latencies,
             last_ns: inner.last_ns,
@@ -164,7 +163,6 @@ impl RecorderInner {
 pub struct Received {
     pub distinct: usize,
     pub duplicates: usize,
-    pub other: usize,
     pub errors: Vec<String>,
     /// Sorted.
     pub latencies_ns: Vec<u64>,

@@ -1,7 +1,8 @@
 //! `switchboard-bench`: throughput and latency of Switchboard's MQTT and WebSocket paths, with
 //! Mosquitto as the baseline, in one bounded run.
 //!
-//! Cases (each at saturation, then paced at half the rate measured at saturation):
+//! Cases (each at saturation, then paced at half the median saturation rate of the same path, then
+//! paced at one fixed rate for all paths; `--rounds` times, interleaved; medians in the summary):
 //! 1. `mosquitto pub->sub`: N publishers → 1 subscriber, straight through Mosquitto.
 //! 2. `gateway MQTT->MQTT`: N sender users → 1 receiver user through the embedded MQTT endpoint.
 //! 3. `gateway MQTT->WS`: N MQTT sender users → 1 WebSocket receiver.
@@ -49,6 +50,16 @@ struct Cli {
     /// Deadline of each saturation case, in seconds (a paced case gets its planned duration plus this).
     #[arg(long, default_value_t = 40)]
     case_timeout: u64,
+    /// Also run every path paced at this same rate (messages/s), for latencies compared at equal
+    /// load; 0 = skip.
+    #[arg(long, default_value_t = 5000.0)]
+    fixed_rate: f64,
+    /// Keep the temporary directory (server configurations, logs, the gateway's store) and print its path.
+    #[arg(long)]
+    keep: bool,
+    /// Rounds of every case (interleaved); the summary shows medians.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// The Mosquitto broker binary.
     #[arg(long, default_value = "/usr/sbin/mosquitto")]
     mosquitto: PathBuf,
@@ -74,6 +85,8 @@ impl Path3 {
 struct Row {
     case: &'static str,
     load: String,
+    round: usize,
+    messages: usize,
     sent: usize,
     received: usize,
     lost: usize,
@@ -85,14 +98,17 @@ struct Row {
     p999: Option<f64>,
     server_cores: Option<f64>,
     server_us_per_msg: Option<f64>,
+    client_cores: Option<f64>,
     problems: Vec<String>,
 }
 
 impl Row {
-    fn failed(case: &'static str, load: String, problem: String) -> Self {
+    fn failed(case: &'static str, load: String, round: usize, problem: String) -> Self {
         Self {
             case,
             load,
+            round,
+            messages: 0,
             sent: 0,
             received: 0,
             lost: 0,
@@ -104,6 +120,7 @@ impl Row {
             p999: None,
             server_cores: None,
             server_us_per_msg: None,
+            client_cores: None,
             problems: vec![problem],
         }
     }
@@ -185,27 +202,50 @@ async fn run(cli: &Cli, gateway_binary: &Path) -> anyhow::Result<()> {
     }
     let env = Env { cli, mosquitto: &mosquitto, mosquitto_port, gateway: &gateway, mqtt_port, http_port, tokens };
 
+    let paths = [Path3::Mosquitto, Path3::GatewayMqtt, Path3::GatewayWs];
+    // Rounds are interleaved (every path once, then again), so a noisy minute hits all paths alike.
     let mut rows = Vec::new();
-    for path in [Path3::Mosquitto, Path3::GatewayMqtt, Path3::GatewayWs] {
-        let saturated = run_case(&env, path, Pace::Closed, cli.messages).await;
-        eprintln!("{}", summary(&saturated));
-        let rate = saturated.rate / 2.0;
-        let paced = if saturated.received == 0 || rate < 1.0 {
-            Row::failed(path.label(), "paced".into(), "not run: no saturation rate was measured".into())
-        } else {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-            let count = cli.paced_messages.min((rate * cli.paced_max_secs as f64) as usize).max(cli.senders);
-            run_case(&env, path, Pace::Rate { rate, senders: cli.senders }, count).await
-        };
-        eprintln!("{}", summary(&paced));
-        rows.push(saturated);
-        rows.push(paced);
+    for round in 1..=cli.rounds {
+        for path in paths {
+            let row = run_case(&env, path, Pace::Closed, cli.messages, round).await;
+            eprintln!("{}", summary(&row));
+            rows.push(row);
+        }
+    }
+    // Paced at half the median saturation rate of the same path.
+    let mut paced_rates = Vec::new();
+    for path in paths {
+        let rates: Vec<f64> =
+            rows.iter().filter(|row| row.case == path.label() && row.received > 0).map(|row| row.rate).collect();
+        paced_rates.push((path, median(&rates).map(|rate| (rate / 2.0).round())));
+    }
+    // And, for latencies compared at equal load, every path at the same fixed rate.
+    if cli.fixed_rate >= 1.0 {
+        paced_rates.extend(paths.iter().map(|&path| (path, Some(cli.fixed_rate))));
+    }
+    for round in 1..=cli.rounds {
+        for &(path, rate) in &paced_rates {
+            let row = match rate {
+                Some(rate) if rate >= 1.0 => {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+                    let count = cli.paced_messages.min((rate * cli.paced_max_secs as f64) as usize).max(cli.senders);
+                    run_case(&env, path, Pace::Rate { rate, senders: cli.senders }, count, round).await
+                }
+                _ => Row::failed(path.label(), "paced".into(), round, "not run: no saturation rate was measured".into()),
+            };
+            eprintln!("{}", summary(&row));
+            rows.push(row);
+        }
     }
 
+    let kept = if cli.keep { Some(dir.keep()) } else { None };
     let gateway_alive = gateway.server.pid().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
     let gateway_clean = gateway.server.stop();
     let mosquitto_clean = mosquitto.stop();
     print_table(cli, &rows);
+    if let Some(kept) = kept {
+        eprintln!("kept {}", kept.display());
+    }
     if !gateway_alive {
         println!("\nThe gateway process was gone at the end of the run; log:\n{}", gateway.server.log_tail());
     }
@@ -221,7 +261,7 @@ async fn run(cli: &Cli, gateway_binary: &Path) -> anyhow::Result<()> {
             }
         }
         eprintln!("gateway log tail:\n{}", gateway.server.log_tail());
-        std::process::exit(1);
+        bail!("{} of {} runs failed", failures.len(), rows.len());
     }
     Ok(())
 }
@@ -242,15 +282,15 @@ fn summary(row: &Row) -> String {
     )
 }
 
-async fn run_case(env: &Env<'_>, path: Path3, pace: Pace, count: usize) -> Row {
+async fn run_case(env: &Env<'_>, path: Path3, pace: Pace, count: usize, round: usize) -> Row {
     let load = match pace {
         Pace::Closed => "saturation".to_owned(),
         Pace::Rate { rate, .. } => format!("paced {rate:.0}/s"),
     };
-    eprintln!("case {} {load}: {count} messages", path.label());
+    eprintln!("round {round}: {} {load}: {count} messages", path.label());
     match case(env, path, pace, count, load.clone()).await {
-        Ok(row) => row,
-        Err(error) => Row::failed(path.label(), load, format!("{error:#}")),
+        Ok(row) => Row { round, ..row },
+        Err(error) => Row { messages: count, ..Row::failed(path.label(), load, round, format!("{error:#}")) },
     }
 }
 
@@ -335,6 +375,7 @@ async fn case(env: &Env<'_>, path: Path3, pace: Pace, count: usize, load: String
 
     let server = if path == Path3::Mosquitto { env.mosquitto } else { &env.gateway.server };
     let cpu_before = server.cpu_seconds();
+    let client_cpu_before = servers::proc_cpu_seconds("/proc/self/stat");
     let start = tokio::time::Instant::now();
     let start_ns = now_ns();
     let timeout = match pace {
@@ -357,13 +398,16 @@ async fn case(env: &Env<'_>, path: Path3, pace: Pace, count: usize, load: String
         };
         tasks.push(tokio::spawn(load::send(conn.client.clone(), state.clone(), plan)));
     }
-    let mut sent = 0;
+    let mut sent_by = Vec::with_capacity(senders);
     for task in tasks {
-        sent += task.await.unwrap_or(0);
+        sent_by.push(task.await.unwrap_or(0));
     }
-    let all_arrived = tokio::time::timeout_at(deadline, recorder.all_received.notified()).await.is_ok();
+    let sent: usize = sent_by.iter().sum();
+    // Whatever has not arrived by the deadline counts as lost.
+    let _ = tokio::time::timeout_at(deadline, recorder.all_received.notified()).await;
     let measured_end_ns = now_ns();
     let cpu_after = server.cpu_seconds();
+    let client_cpu_after = servers::proc_cpu_seconds("/proc/self/stat");
     // Senders should also get every ack (gateway) / PUBACK (Mosquitto); a little grace for the last ones.
     let ack_deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(5)).max(tokio::time::Instant::now());
     for (_, state, _) in &senders_conns {
@@ -379,7 +423,8 @@ async fn case(env: &Env<'_>, path: Path3, pace: Pace, count: usize, load: String
     let mut acks_missing = 0;
     for (k, (conn, state, _)) in senders_conns.iter().enumerate() {
         errors += state.error_count.load(Ordering::Relaxed);
-        let expected = state.expected_acks.load(Ordering::Relaxed);
+        // Every message handed to the connection, plus the warm-up one, should have been acknowledged.
+        let expected = sent_by.get(k).copied().unwrap_or(0) + 1;
         let settled = state.acks.load(Ordering::Relaxed) + state.error_count.load(Ordering::Relaxed);
         acks_missing += expected.saturating_sub(settled);
         if let Some(failure) = conn.failure() {
@@ -398,18 +443,19 @@ async fn case(env: &Env<'_>, path: Path3, pace: Pace, count: usize, load: String
     for code in &report.errors {
         problems.push(format!("receiver got error frame {code}"));
     }
-    let lost = count - report.distinct;
+    // Lost = handed to the sending connection but never received (unsent ones are reported apart).
+    let lost = sent.saturating_sub(report.distinct);
     if sent < count {
         problems.push(format!("only {sent} of {count} messages could be sent before the {timeout:?} deadline"));
     }
-    if !all_arrived || lost > 0 {
-        problems.push(format!("{lost} of {count} messages not received before the {timeout:?} deadline"));
+    if lost > 0 {
+        problems.push(format!("{lost} of {sent} messages sent were not received before the {timeout:?} deadline"));
     }
     if report.duplicates > 0 {
         problems.push(format!("{} duplicate deliveries", report.duplicates));
     }
     if acks_missing > 0 {
-        problems.push(format!("{acks_missing} acks missing at the senders"));
+        problems.push(format!("{acks_missing} acks missing at the senders ({})", if path == Path3::Mosquitto { "PUBACK" } else { "ack frames" }));
     }
 
     let span_ns = report.last_ns.saturating_sub(start_ns).max(1);
@@ -422,6 +468,8 @@ async fn case(env: &Env<'_>, path: Path3, pace: Pace, count: usize, load: String
     let row = Row {
         case: path.label(),
         load,
+        round: 0,
+        messages: count,
         sent,
         received: report.distinct,
         lost,
@@ -433,6 +481,7 @@ async fn case(env: &Env<'_>, path: Path3, pace: Pace, count: usize, load: String
         p999: report.percentile_ms(99.9),
         server_cores: cpu.map(|cpu| cpu / wall.max(1e-9)),
         server_us_per_msg: cpu.filter(|_| report.distinct > 0).map(|cpu| cpu * 1e6 / report.distinct as f64),
+        client_cores: client_cpu_before.zip(client_cpu_after).map(|(before, after)| (after - before) / wall.max(1e-9)),
         problems,
     };
 
@@ -457,18 +506,76 @@ fn fmt_ms(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
 }
 
+fn median(values: &[f64]) -> Option<f64> {
+    let mut values: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 { values[mid] } else { f64::midpoint(values[mid - 1], values[mid]) })
+}
+
+fn median_of(rows: &[&Row], field: impl Fn(&Row) -> Option<f64>) -> Option<f64> {
+    median(&rows.iter().filter_map(|row| field(row)).collect::<Vec<_>>())
+}
+
+fn fmt_opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
+}
+
 fn print_table(cli: &Cli, rows: &[Row]) {
     println!(
-        "{} senders, window {} per sender (saturation), QoS 1 everywhere; latency = send → receipt, in ms.\n",
-        cli.senders, cli.window
+        "{} senders → 1 receiver, QoS 1 everywhere, window {} unacknowledged messages per sender at saturation; \
+         latency = send → receipt in ms; {} rounds, interleaved; medians, with min..max of msgs/s.\n",
+        cli.senders, cli.window, cli.rounds
     );
     println!(
-        "| case | load | sent | received | lost | dup | errors | msgs/s | p50 ms | p99 ms | p99.9 ms | server cores | server CPU µs/msg | status |"
+        "| case | load | msgs/run | runs | lost | msgs/s (median) | min..max | p50 ms | p99 ms | p99.9 ms | server cores | server CPU µs/msg | status |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    // One line per (path, load), paths in run order, loads in run order within a path.
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for row in rows {
+        let key = (row.case, row.load.as_str());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.sort_by_key(|&(case, _)| rows.iter().position(|row| row.case == case).unwrap_or(0));
+    for (case, load) in keys {
+        let group: Vec<&Row> = rows.iter().filter(|row| row.case == case && row.load == load).collect();
+        let Some(first) = group.first() else { continue };
+        let rates: Vec<f64> = group.iter().filter(|row| row.received > 0).map(|row| row.rate).collect();
+        let min = rates.iter().copied().reduce(f64::min);
+        let max = rates.iter().copied().reduce(f64::max);
+        let lost: usize = group.iter().map(|row| row.lost).sum();
+        let ok = group.iter().all(|row| row.ok());
+        println!(
+            "| {case} | {} | {} | {} | {lost} | {} | {}..{} | {} | {} | {} | {} | {} | {} |",
+            first.load,
+            first.messages,
+            group.len(),
+            fmt_opt(median(&rates), 0),
+            fmt_opt(min, 0),
+            fmt_opt(max, 0),
+            fmt_opt(median_of(&group, |row| row.p50), 3),
+            fmt_opt(median_of(&group, |row| row.p99), 3),
+            fmt_opt(median_of(&group, |row| row.p999), 3),
+            fmt_opt(median_of(&group, |row| row.server_cores), 2),
+            fmt_opt(median_of(&group, |row| row.server_us_per_msg), 1),
+            if ok { "ok" } else { "**FAIL**" }
+        );
+    }
+    println!("\nEvery run:\n");
+    println!(
+        "| round | case | load | sent | received | lost | dup | errors | msgs/s | p50 ms | p99 ms | p99.9 ms | server cores | server CPU µs/msg | bench cores | status |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            row.round,
             row.case,
             row.load,
             row.sent,
@@ -477,11 +584,12 @@ fn print_table(cli: &Cli, rows: &[Row]) {
             row.duplicates,
             row.errors,
             row.rate,
-            fmt_ms(row.p50),
-            fmt_ms(row.p99),
-            fmt_ms(row.p999),
-            row.server_cores.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
-            row.server_us_per_msg.map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+            fmt_opt(row.p50, 3),
+            fmt_opt(row.p99, 3),
+            fmt_opt(row.p999, 3),
+            fmt_opt(row.server_cores, 2),
+            fmt_opt(row.server_us_per_msg, 1),
+            fmt_opt(row.client_cores, 2),
             if row.ok() { "ok" } else { "**FAIL**" }
         );
     }

@@ -45,15 +45,7 @@ impl Server {
 
     /// CPU time (user + system) the process has used so far, in seconds.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let pid = self.pid()?;
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name (which may hold spaces), counted from field 3 (state).
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        // /proc reports clock ticks in USER_HZ, which Linux fixes at 100 for user space.
-        Some((utime + stime) / 100.0)
+        proc_cpu_seconds(&format!("/proc/{}/stat", self.pid()?))
     }
 
     /// Waits until `address` accepts TCP connections, failing early if the process exits.
@@ -108,6 +100,18 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// User + system CPU time from a `/proc/<pid>/stat` file, in seconds.
+pub fn proc_cpu_seconds(stat_path: &str) -> Option<f64> {
+    let stat = fs::read_to_string(stat_path).ok()?;
+    // Fields after the command name (which may hold spaces), counted from field 3 (state).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // /proc reports clock ticks in USER_HZ, which Linux fixes at 100 for user space.
+    Some((utime + stime) / 100.0)
 }
 
 fn is_root() -> bool {
