@@ -13,6 +13,7 @@ use switchboard_gateway::store::{SqlStore, Store};
 use switchboard_gateway::{Adapter, AdapterContext, Domain};
 use switchboard_mqtt::MqttAdapter;
 use switchboard_websocket::{WebSocketAdapter, WebSocketSettings};
+use switchboard_xmpp::{XmppAdapter, XmppSettings};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -77,6 +78,11 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         Box::new(WebSocketAdapter::new(websocket)),
         Box::new(MqttAdapter::new(&config.mqtt, &config.limits)),
     ];
+    if let Some(xmpp) = &config.xmpp {
+        let domain = xmpp.domain.clone().unwrap_or_else(|| config.gateway.domain.clone());
+        let settings = XmppSettings::new(xmpp.server.clone(), domain, xmpp.secret.expose().to_owned());
+        adapters.push(Box::new(XmppAdapter::new(settings)));
+    }
 
     let mut addresses = BTreeMap::new();
     for adapter in &mut adapters {

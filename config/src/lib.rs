@@ -20,5 +20,5 @@ pub use error::ConfigError;
 pub use load::{ENV_PREFIX, load, load_from_str};
 pub use secret::Secret;
 pub use sections::{
-    AuthConfig, Config, GatewayConfig, HttpConfig, LimitsConfig, MqttConfig, MqttMode,
+    AuthConfig, Config, GatewayConfig, HttpConfig, LimitsConfig, MqttConfig, MqttMode, XmppConfig,
 };

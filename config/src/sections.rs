@@ -14,7 +14,28 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub mqtt: MqttConfig,
+    /// Absent: no XMPP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xmpp: Option<XmppConfig>,
     pub limits: LimitsConfig,
+}
+
+/// The XEP-0114 component link to an XMPP server.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppConfig {
+    /// The server's component port, `host:port`.
+    #[serde(default = "default_xmpp_server")]
+    pub server: String,
+    /// The component's domain; gateway users are `user@<domain>` on XMPP. Defaults to
+    /// `gateway.domain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    pub secret: Secret,
+}
+
+fn default_xmpp_server() -> String {
+    "127.0.0.1:5347".into()
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -69,6 +69,19 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     if mqtt.client_id.is_empty() {
         return Err(ConfigError::invalid("mqtt.client_id", "must not be empty"));
     }
+    if let Some(xmpp) = &config.xmpp {
+        if let Some(domain) = &xmpp.domain
+            && !is_domain(domain)
+        {
+            return Err(ConfigError::invalid("xmpp.domain", format!("`{domain}` is not a domain name")));
+        }
+        if xmpp.server.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+            return Err(ConfigError::invalid("xmpp.server", "must be host:port, e.g. 127.0.0.1:5347"));
+        }
+        if xmpp.secret.expose().is_empty() {
+            return Err(ConfigError::invalid("xmpp.secret", "must not be empty"));
+        }
+    }
     let limits = &config.limits;
     if limits.max_frame_bytes < 256 || limits.max_frame_bytes > 16 * 1024 * 1024 {
         return Err(ConfigError::invalid(

@@ -10,3 +10,5 @@ mod mosquitto;
 mod mqtt_endpoint;
 mod offline;
 mod presence;
+mod prosody;
+mod xmpp;

@@ -210,12 +210,11 @@ impl Router {
 
     /// A subscription stanza changes its sender's roster too; her mailbox keeps it.
     fn note_sent_subscription(&mut self, envelope: &Envelope, to: Option<&UserId>) {
-        if let (Body::Subscription { action }, Some(sender)) = (&envelope.body, envelope.from.as_user()) {
-            if Some(sender) != to {
+        if let (Body::Subscription { action }, Some(sender)) = (&envelope.body, envelope.from.as_user())
+            && Some(sender) != to {
                 let command = MailboxCommand::Sent { contact: envelope.to.clone(), action: *action };
                 self.forward(Owner::User(sender.clone()), command);
             }
-        }
     }
 
     fn forward(&mut self, owner: Owner, command: MailboxCommand) {

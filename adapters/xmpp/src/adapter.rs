@@ -1,0 +1,239 @@
+//! The supervised component link. While it is down, envelopes for XMPP wait in the store (the
+//! router's route queue); once it is back they go out first, in order.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{SinkExt, StreamExt};
+use switchboard_gateway::metrics::ERRORS;
+use switchboard_gateway::router::{Outbound, Pending, RouterHandle, SessionLease};
+use switchboard_gateway::{Adapter, AdapterContext, AdapterError, Outcome, Rejection};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::xmlstream::{ReadError, Timeouts};
+
+use crate::convert::{Addressing, Condition, Inbound, error_reply};
+use crate::link::{self, Link};
+use crate::namespace::{to_client, to_component};
+use crate::service;
+
+pub const NAME: &str = "xmpp";
+const ROUTE: &str = "xmpp";
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub struct XmppSettings {
+    /// The server's component port.
+    pub server: String,
+    /// The component's domain.
+    pub domain: String,
+    pub secret: String,
+    /// Silence on the link before the component pings the server; no answer within
+    /// `response_timeout` then means the link is dead.
+    pub read_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+impl XmppSettings {
+    pub fn new(server: String, domain: String, secret: String) -> Self {
+        Self { server, domain, secret, read_timeout: Duration::from_secs(60), response_timeout: Duration::from_secs(15) }
+    }
+}
+
+pub struct XmppAdapter {
+    settings: XmppSettings,
+}
+
+impl XmppAdapter {
+    pub fn new(settings: XmppSettings) -> Self {
+        Self { settings }
+    }
+}
+
+impl Adapter for XmppAdapter {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn bind(&mut self) -> BoxFuture<'_, Result<Option<std::net::SocketAddr>, AdapterError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn peers(&self) -> Vec<&'static str> {
+        vec![NAME]
+    }
+
+    fn run(self: Box<Self>, context: AdapterContext) -> BoxFuture<'static, Result<(), AdapterError>> {
+        Box::pin(supervise(self.settings, context))
+    }
+}
+
+async fn supervise(settings: XmppSettings, context: AdapterContext) -> Result<(), AdapterError> {
+    context
+        .router
+        .register_route(ROUTE)
+        .await
+        .map_err(|e| AdapterError::Fatal { adapter: NAME, message: e.to_string() })?;
+    let addressing = Addressing { component: settings.domain.clone() };
+    let timeouts = Timeouts { read_timeout: settings.read_timeout, response_timeout: settings.response_timeout };
+    let shutdown = context.shutdown.clone();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            connected = link::connect(&settings.server, &settings.domain, &settings.secret, timeouts) => connected,
+        };
+        match connected {
+            Ok(link) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(server = %settings.server, domain = %settings.domain, "xmpp component link up");
+                context.health.set(NAME, true);
+                let ended = serve(link, &addressing, &context).await;
+                context.health.set(NAME, false);
+                match ended {
+                    Ended::Shutdown => return Ok(()),
+                    Ended::Lost(reason) => tracing::warn!(%reason, "xmpp component link lost; reconnecting"),
+                }
+            }
+            Err(error) => {
+                let level_is_config = error.is_configuration();
+                tracing::warn!(%error, "xmpp component link failed");
+                if level_is_config {
+                    backoff = MAX_BACKOFF;
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+enum Ended {
+    Shutdown,
+    Lost(String),
+}
+
+type Settling = BoxFuture<'static, Option<Element>>;
+
+/// One live link: stanzas in, envelopes out, until it breaks or the gateway stops.
+async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext) -> Ended {
+    let lease = match context.router.open_route_session(ROUTE).await {
+        Ok(lease) => lease,
+        Err(error) => return Ended::Lost(error.to_string()),
+    };
+    lease.set_deliverable().await;
+    let mut lease: SessionLease = lease;
+    let mut settling: FuturesUnordered<Settling> = FuturesUnordered::new();
+    let shutdown = context.shutdown.clone();
+    let mut ping_id = 0u64;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ended::Shutdown,
+            Some(reply) = settling.next(), if !settling.is_empty() => {
+                if let Some(reply) = reply
+                    && let Err(error) = link.send(&to_component(reply)).await {
+                        break Ended::Lost(error.to_string());
+                    }
+            }
+            outbound = lease.outbound.recv() => {
+                let Some(Outbound { envelope, delivered }) = outbound else {
+                    break Ended::Lost("route session closed".into());
+                };
+                if let Some(stanza) = addressing.outbound(&envelope) {
+                    tracing::trace!(stanza = %String::from(&stanza), "stanza to xmpp");
+                    if let Err(error) = link.send(&to_component(stanza)).await {
+                        // The proof is dropped unresolved: the envelope goes back to the queue.
+                        break Ended::Lost(error.to_string());
+                    }
+                }
+                if let Some(delivered) = delivered {
+                    delivered.confirm();
+                }
+            }
+            item = link.next() => match item {
+                Some(Ok(element)) => {
+                    let stanza = to_client(element);
+                    tracing::trace!(stanza = %String::from(&stanza), "stanza from xmpp");
+                    if let Some(settle) = handle(stanza, addressing, &context.router).await {
+                        settling.push(settle);
+                    }
+                }
+                Some(Err(ReadError::SoftTimeout)) => {
+                    // Quiet link: ask the server for a sign of life before the hard timeout.
+                    ping_id += 1;
+                    let ping = ping(&addressing.component, ping_id);
+                    if let Err(error) = link.send(&to_component(ping)).await {
+                        break Ended::Lost(error.to_string());
+                    }
+                }
+                Some(Err(ReadError::ParseError(error))) => {
+                    tracing::info!(%error, "unparsable stanza from the xmpp server dropped");
+                    metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
+                }
+                Some(Err(ReadError::HardError(error))) => break Ended::Lost(error.to_string()),
+                Some(Err(ReadError::StreamFooterReceived)) | None => break Ended::Lost("the server closed the stream".into()),
+            },
+        }
+    };
+    if let Ended::Shutdown = ended {
+        // Answer what is being settled, then close the stream properly.
+        while let Some(reply) = settling.next().await {
+            if let Some(reply) = reply {
+                let _ = link.send(&to_component(reply)).await;
+            }
+        }
+        let _ = SinkExt::<&Element>::close(&mut link).await;
+    }
+    ended
+}
+
+fn ping(component: &str, id: u64) -> Element {
+    let server = component.split_once('.').map_or(component, |(_, parent)| parent);
+    Element::builder("iq", crate::namespace::CLIENT)
+        .attr(crate::convert::ncname("type"), "get")
+        .attr(crate::convert::ncname("id"), format!("ping-{id}"))
+        .attr(crate::convert::ncname("from"), component)
+        .attr(crate::convert::ncname("to"), server)
+        .append(Element::bare("ping", "urn:xmpp:ping"))
+        .build()
+}
+
+/// Handles one inbound stanza; returns the work that ends in a reply (or none).
+async fn handle(stanza: Element, addressing: &Addressing, router: &RouterHandle) -> Option<Settling> {
+    match addressing.inbound(&stanza) {
+        Inbound::Envelope { envelope, stanza_id } => {
+            let user = envelope.to.as_user().map(ToString::to_string).unwrap_or_default();
+            tracing::debug!(user = %user, msg = %envelope.id, stanza_id = ?stanza_id, kind = envelope.body.kind_name(), "stanza from xmpp");
+            let pending: Pending = router.submit(envelope).await;
+            Some(Box::pin(async move {
+                let condition = match pending.await {
+                    Outcome::Delivered | Outcome::Stored | Outcome::Accepted => return None,
+                    // Never seen: RFC 6121 §8.5.2 (and nobody fills the store for made-up names).
+                    Outcome::Rejected(Rejection::UnknownUser) => Condition::ServiceUnavailable,
+                    Outcome::Rejected(Rejection::QueueFull) | Outcome::Retryable(_) => Condition::ResourceConstraint,
+                    Outcome::Rejected(Rejection::Forbidden(_) | Rejection::BadRequest(_)) => Condition::BadRequest,
+                    Outcome::Rejected(Rejection::NoRoute | Rejection::UnknownDevice) => Condition::ItemNotFound,
+                    Outcome::Failed(_) => Condition::InternalServerError,
+                };
+                // Errors are never answered with errors.
+                (stanza.attr("type") != Some("error")).then(|| error_reply(&stanza, condition))
+            }))
+        }
+        Inbound::Iq(iq) => {
+            let answer = service::answer(&iq, &addressing.component);
+            Some(Box::pin(async move { Some(answer) }))
+        }
+        Inbound::Refuse(reply) => {
+            metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
+            Some(Box::pin(async move { Some(reply) }))
+        }
+        Inbound::Ignore(why) => {
+            tracing::trace!(why, "stanza ignored");
+            None
+        }
+    }
+}

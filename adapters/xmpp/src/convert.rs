@@ -1,0 +1,377 @@
+//! Stanzas ⇄ envelopes. Pure: elements in `jabber:client` on this side of the link, tested from
+//! literal XML.
+
+use switchboard_gateway::{
+    Address, Body, ChatState, Envelope, MessageBody, MessageId, MessageKind, PresenceBody,
+    ReceiptBody, ReceiptStatus, RemoteAddress, Show, SubscriptionAction, UserId,
+};
+use tokio_xmpp::minidom::Element;
+use xmpp_parsers::jid::Jid;
+
+use crate::namespace::CLIENT;
+
+pub(crate) const RECEIPTS: &str = "urn:xmpp:receipts";
+pub(crate) const MARKERS: &str = "urn:xmpp:chat-markers:0";
+pub(crate) const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+pub(crate) const STANZA_ID: &str = "urn:xmpp:sid:0";
+pub(crate) const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+/// The resource every gateway user's stanzas come from.
+pub(crate) const RESOURCE: &str = "switchboard";
+
+/// The XMPP side of the gateway's addresses.
+#[derive(Clone, Debug)]
+pub(crate) struct Addressing {
+    /// The component's domain: gateway user `alice` is `alice@<component>`.
+    pub component: String,
+}
+
+/// What an inbound stanza means.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Inbound {
+    /// For a gateway user; `stanza_id` is the sender's id, if any.
+    Envelope { envelope: Envelope, stanza_id: Option<String> },
+    /// For the component or a user JID: an IQ to answer.
+    Iq(Element),
+    /// An answer the stanza's sender must get instead (RFC 6120 §8.3).
+    Refuse(Element),
+    /// Nothing to do (errors about our stanzas, unsupported presence types, results).
+    Ignore(&'static str),
+}
+
+/// Why a stanza cannot be delivered, as an RFC 6120 defined condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Condition {
+    ItemNotFound,
+    ServiceUnavailable,
+    ResourceConstraint,
+    BadRequest,
+    JidMalformed,
+    InternalServerError,
+}
+
+impl Condition {
+    fn name(self) -> &'static str {
+        match self {
+            Self::ItemNotFound => "item-not-found",
+            Self::ServiceUnavailable => "service-unavailable",
+            Self::ResourceConstraint => "resource-constraint",
+            Self::BadRequest => "bad-request",
+            Self::JidMalformed => "jid-malformed",
+            Self::InternalServerError => "internal-server-error",
+        }
+    }
+
+    fn error_type(self) -> &'static str {
+        match self {
+            Self::ResourceConstraint | Self::InternalServerError => "wait",
+            Self::BadRequest | Self::JidMalformed => "modify",
+            _ => "cancel",
+        }
+    }
+}
+
+/// The error reply to `stanza`: same name, addresses swapped, original id (RFC 6120 §8.3.1).
+pub(crate) fn error_reply(stanza: &Element, condition: Condition) -> Element {
+    let mut builder = Element::builder(stanza.name(), CLIENT).attr(ncname("type"), "error");
+    if let Some(from) = stanza.attr("from") {
+        builder = builder.attr(ncname("to"), from);
+    }
+    if let Some(to) = stanza.attr("to") {
+        builder = builder.attr(ncname("from"), to);
+    }
+    if let Some(id) = stanza.attr("id") {
+        builder = builder.attr(ncname("id"), id);
+    }
+    let error = Element::builder("error", CLIENT)
+        .attr(ncname("type"), condition.error_type())
+        .append(Element::bare(condition.name(), STANZAS))
+        .build();
+    builder.append(error).build()
+}
+
+/// An attribute name. Only literals are passed here, all valid XML names.
+pub(crate) fn ncname(name: &'static str) -> tokio_xmpp::minidom::rxml::NcName {
+    tokio_xmpp::minidom::rxml::NcName::try_from(name).expect("a literal, valid XML name")
+}
+
+fn remote(jid: &Jid) -> RemoteAddress {
+    RemoteAddress {
+        local: jid.node().map(|n| n.as_str().to_owned()),
+        domain: jid.domain().as_str().to_owned(),
+        resource: jid.resource().map(|r| r.as_str().to_owned()),
+    }
+}
+
+fn parse_jid(text: Option<&str>) -> Option<Jid> {
+    text.and_then(|t| Jid::new(t).ok())
+}
+
+impl Addressing {
+    /// Reads a stanza that arrived on the link (already in `jabber:client`).
+    pub fn inbound(&self, stanza: &Element) -> Inbound {
+        if stanza.name() == "iq" {
+            return match stanza.attr("type") {
+                Some("get" | "set") => Inbound::Iq(stanza.clone()),
+                _ => Inbound::Ignore("iq result or error"),
+            };
+        }
+        if stanza.attr("type") == Some("error") {
+            return Inbound::Ignore("error about one of our stanzas");
+        }
+        let Some(from) = parse_jid(stanza.attr("from")) else {
+            return Inbound::Refuse(error_reply(stanza, Condition::JidMalformed));
+        };
+        let Some(to) = parse_jid(stanza.attr("to")) else {
+            return Inbound::Refuse(error_reply(stanza, Condition::JidMalformed));
+        };
+        if to.domain().as_str() != self.component {
+            return Inbound::Refuse(error_reply(stanza, Condition::ItemNotFound));
+        }
+        let Some(node) = to.node() else {
+            // The component's own domain takes IQs only.
+            return match stanza.name() {
+                "message" => Inbound::Refuse(error_reply(stanza, Condition::ServiceUnavailable)),
+                _ => Inbound::Ignore("presence to the component"),
+            };
+        };
+        let Ok(user) = UserId::parse(node.as_str()) else {
+            return Inbound::Refuse(error_reply(stanza, Condition::ItemNotFound));
+        };
+        let body = match stanza.name() {
+            "message" => message_body(stanza),
+            "presence" => presence_body(stanza),
+            _ => None,
+        };
+        let Some(body) = body else {
+            return Inbound::Ignore("nothing the gateway carries");
+        };
+        let stanza_id = stanza.attr("id").map(str::to_owned);
+        let envelope = Envelope::new(Address::Remote(remote(&from)), Address::user(user), body);
+        Inbound::Envelope { envelope, stanza_id }
+    }
+
+    /// The stanza for an envelope leaving through the link; `None` for bodies XMPP has no use for.
+    pub fn outbound(&self, envelope: &Envelope) -> Option<Element> {
+        let Address::Remote(to) = &envelope.to else { return None };
+        let from = match &envelope.from {
+            Address::User { user } => format!("{user}@{}", self.component),
+            Address::Remote(_) => return None,
+        };
+        let full_from = format!("{from}/{RESOURCE}");
+        let to = to.to_string();
+        let id = envelope.id.as_str();
+        let element = match &envelope.body {
+            Body::Message(message) => {
+                let kind = match message.kind {
+                    MessageKind::Chat => "chat",
+                    MessageKind::Normal => "normal",
+                };
+                let mut builder = stanza("message", &full_from, &to, Some(id)).attr(ncname("type"), kind);
+                if let Some(subject) = &message.subject {
+                    builder = builder.append(text_child("subject", subject));
+                }
+                builder = builder.append(text_child("body", &message.body));
+                if let Some(thread) = &message.thread {
+                    builder = builder.append(text_child("thread", thread));
+                }
+                builder
+                    .append(Element::builder("origin-id", STANZA_ID).attr(ncname("id"), id).build())
+                    .append(Element::bare("request", RECEIPTS))
+                    .append(Element::bare("markable", MARKERS))
+                    .append(Element::bare("active", CHATSTATES))
+                    .build()
+            }
+            Body::Presence(presence) => {
+                let mut builder = stanza("presence", &full_from, &to, None);
+                match presence.show {
+                    Show::Unavailable => builder = builder.attr(ncname("type"), "unavailable"),
+                    Show::Available => {}
+                    Show::Away => builder = builder.append(text_child("show", "away")),
+                    Show::Chat => builder = builder.append(text_child("show", "chat")),
+                    Show::Dnd => builder = builder.append(text_child("show", "dnd")),
+                    Show::Xa => builder = builder.append(text_child("show", "xa")),
+                }
+                if let Some(status) = &presence.status {
+                    builder = builder.append(text_child("status", status));
+                }
+                builder.build()
+            }
+            Body::Subscription { action } => {
+                let kind = match action {
+                    SubscriptionAction::Subscribe => "subscribe",
+                    SubscriptionAction::Subscribed => "subscribed",
+                    SubscriptionAction::Unsubscribe => "unsubscribe",
+                    SubscriptionAction::Unsubscribed => "unsubscribed",
+                };
+                // Subscription stanzas come from the bare JID (RFC 6121 §3.1.1).
+                stanza("presence", &from, &to, Some(id)).attr(ncname("type"), kind).build()
+            }
+            Body::Receipt(receipt) => {
+                let payload = match receipt.status {
+                    ReceiptStatus::Received => Element::builder("received", RECEIPTS),
+                    ReceiptStatus::Displayed => Element::builder("displayed", MARKERS),
+                };
+                stanza("message", &full_from, &to, Some(id))
+                    .attr(ncname("type"), "chat")
+                    .append(payload.attr(ncname("id"), receipt.of.as_str()).build())
+                    .build()
+            }
+            Body::ChatState { state } => stanza("message", &full_from, &to, Some(id))
+                .attr(ncname("type"), "chat")
+                .append(Element::bare(chat_state_name(*state), CHATSTATES))
+                .build(),
+            Body::Device(_) => return None,
+        };
+        Some(element)
+    }
+}
+
+fn stanza(name: &str, from: &str, to: &str, id: Option<&str>) -> tokio_xmpp::minidom::ElementBuilder {
+    let builder = Element::builder(name, CLIENT).attr(ncname("from"), from).attr(ncname("to"), to);
+    match id {
+        Some(id) => builder.attr(ncname("id"), id),
+        None => builder,
+    }
+}
+
+fn text_child(name: &str, text: &str) -> Element {
+    Element::builder(name, CLIENT).append(text.to_owned()).build()
+}
+
+fn chat_state_name(state: ChatState) -> &'static str {
+    match state {
+        ChatState::Active => "active",
+        ChatState::Composing => "composing",
+        ChatState::Paused => "paused",
+        ChatState::Inactive => "inactive",
+        ChatState::Gone => "gone",
+    }
+}
+
+fn message_body(stanza: &Element) -> Option<Body> {
+    if let Some(body) = stanza.get_child("body", CLIENT) {
+        let kind = match stanza.attr("type") {
+            Some("normal" | "headline") => MessageKind::Normal,
+            _ => MessageKind::Chat,
+        };
+        return Some(Body::Message(MessageBody {
+            body: body.text(),
+            thread: stanza.get_child("thread", CLIENT).map(Element::text),
+            subject: stanza.get_child("subject", CLIENT).map(Element::text),
+            kind,
+        }));
+    }
+    if let Some(received) = stanza.get_child("received", RECEIPTS) {
+        let of = received.attr("id")?;
+        return Some(Body::Receipt(ReceiptBody { of: MessageId::from_string(of), status: ReceiptStatus::Received }));
+    }
+    if let Some(displayed) = stanza.get_child("displayed", MARKERS) {
+        let of = displayed.attr("id")?;
+        return Some(Body::Receipt(ReceiptBody { of: MessageId::from_string(of), status: ReceiptStatus::Displayed }));
+    }
+    for (name, state) in [
+        ("active", ChatState::Active),
+        ("composing", ChatState::Composing),
+        ("paused", ChatState::Paused),
+        ("inactive", ChatState::Inactive),
+        ("gone", ChatState::Gone),
+    ] {
+        if stanza.has_child(name, CHATSTATES) {
+            return Some(Body::ChatState { state });
+        }
+    }
+    None
+}
+
+fn presence_body(stanza: &Element) -> Option<Body> {
+    let action = |action| Some(Body::Subscription { action });
+    match stanza.attr("type") {
+        None => {
+            let show = match stanza.get_child("show", CLIENT).map(|s| s.text()).as_deref() {
+                Some("away") => Show::Away,
+                Some("chat") => Show::Chat,
+                Some("dnd") => Show::Dnd,
+                Some("xa") => Show::Xa,
+                _ => Show::Available,
+            };
+            let status = stanza.get_child("status", CLIENT).map(Element::text);
+            Some(Body::Presence(PresenceBody { show, status }))
+        }
+        Some("unavailable") => Some(Body::Presence(PresenceBody { show: Show::Unavailable, status: None })),
+        Some("subscribe") => action(SubscriptionAction::Subscribe),
+        Some("subscribed") => action(SubscriptionAction::Subscribed),
+        Some("unsubscribe") => action(SubscriptionAction::Unsubscribe),
+        Some("unsubscribed") => action(SubscriptionAction::Unsubscribed),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addressing() -> Addressing {
+        Addressing { component: "gw.localhost".into() }
+    }
+
+    fn parse(xml: &str) -> Element {
+        xml.parse().expect("xml")
+    }
+
+    #[test]
+    fn a_chat_message_becomes_an_envelope_with_its_text_intact() {
+        let stanza = parse(
+            "<message xmlns='jabber:client' from='carol@localhost/phone' to='alice@gw.localhost' type='chat' id='s1'>\
+             <subject>s</subject><body>&lt;b&gt; &amp; é 👋</body><thread>t</thread></message>",
+        );
+        let Inbound::Envelope { envelope, stanza_id } = addressing().inbound(&stanza) else { panic!("not an envelope") };
+        assert_eq!(stanza_id.as_deref(), Some("s1"));
+        assert_eq!(envelope.to, Address::user(UserId::parse("alice").expect("valid")));
+        let Address::Remote(from) = &envelope.from else { panic!("remote sender") };
+        assert_eq!(from.to_string(), "carol@localhost/phone");
+        let Body::Message(message) = &envelope.body else { panic!("message") };
+        assert_eq!((message.body.as_str(), message.subject.as_deref(), message.thread.as_deref()), ("<b> & é 👋", Some("s"), Some("t")));
+    }
+
+    #[test]
+    fn an_outbound_message_carries_ids_and_asks_for_receipts() {
+        let stanza = parse("<message xmlns='jabber:client' from='carol@localhost/phone' to='alice@gw.localhost' type='chat'><body>x</body></message>");
+        let Inbound::Envelope { envelope, .. } = addressing().inbound(&stanza) else { panic!("not an envelope") };
+        let reply = Envelope::new(envelope.to.clone(), envelope.from.clone(), envelope.body.clone());
+        let out = addressing().outbound(&reply).expect("a stanza");
+        assert_eq!(out.attr("from"), Some("alice@gw.localhost/switchboard"));
+        assert_eq!(out.attr("to"), Some("carol@localhost/phone"));
+        assert_eq!(out.attr("id"), Some(reply.id.as_str()));
+        assert_eq!(out.get_child("origin-id", STANZA_ID).and_then(|o| o.attr("id")), Some(reply.id.as_str()));
+        assert!(out.has_child("request", RECEIPTS) && out.has_child("markable", MARKERS));
+    }
+
+    #[test]
+    fn receipts_markers_chat_states_and_presence_are_read() {
+        let cases = [
+            ("<message xmlns='jabber:client' from='c@l' to='a@gw.localhost'><received xmlns='urn:xmpp:receipts' id='G1'/></message>", "receipt"),
+            ("<message xmlns='jabber:client' from='c@l' to='a@gw.localhost'><displayed xmlns='urn:xmpp:chat-markers:0' id='G1'/></message>", "receipt"),
+            ("<message xmlns='jabber:client' from='c@l' to='a@gw.localhost'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>", "chatstate"),
+            ("<presence xmlns='jabber:client' from='c@l/r' to='a@gw.localhost'><show>dnd</show></presence>", "presence"),
+            ("<presence xmlns='jabber:client' from='c@l' to='a@gw.localhost' type='subscribe'/>", "subscription"),
+        ];
+        for (xml, kind) in cases {
+            let Inbound::Envelope { envelope, .. } = addressing().inbound(&parse(xml)) else { panic!("{xml}") };
+            assert_eq!(envelope.body.kind_name(), kind, "{xml}");
+        }
+    }
+
+    #[test]
+    fn invalid_local_parts_and_foreign_domains_get_item_not_found() {
+        for xml in [
+            "<message xmlns='jabber:client' from='c@l' to='a+b@gw.localhost' id='x'><body>b</body></message>",
+            "<message xmlns='jabber:client' from='c@l' to='bob@elsewhere' id='x'><body>b</body></message>",
+        ] {
+            let Inbound::Refuse(error) = addressing().inbound(&parse(xml)) else { panic!("{xml}") };
+            assert_eq!(error.attr("type"), Some("error"));
+            assert_eq!(error.attr("to"), Some("c@l"));
+            let condition = error.get_child("error", CLIENT).and_then(|e| e.children().next().map(|c| c.name().to_owned()));
+            assert_eq!(condition.as_deref(), Some(Condition::ItemNotFound.name()), "{xml}");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The XMPP adapter: Switchboard as an XEP-0114 external component of an XMPP server, so that
+//! every gateway user `alice` is the XMPP address `alice@<xmpp.domain>`.
+//!
+//! - `shim`: lets tokio-xmpp's stream parser accept a component stream header without `version`;
+//! - `link`: opening the component stream and the handshake;
+//! - `namespace`: `jabber:client` ⇄ `jabber:component:accept`, so the rest of the build keeps the
+//!   client stanza types;
+//! - `convert`: stanzas ⇄ envelopes, pure;
+//! - `service`: what the component itself answers (disco, ping, version);
+//! - `adapter`: the supervised link: reconnects with backoff, queues while down.
+
+#![forbid(unsafe_code)]
+
+mod adapter;
+mod convert;
+mod link;
+mod namespace;
+mod service;
+mod shim;
+
+pub use adapter::{XmppAdapter, XmppSettings};
