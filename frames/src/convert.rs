@@ -72,8 +72,8 @@ pub fn envelope_to_frame(envelope: &Envelope, domain: &Domain) -> Option<ServerF
         },
         Body::Receipt(r) => ServerFrame::Receipt { id, from, to, of: r.of.to_string(), status: r.status },
         Body::ChatState { state } => ServerFrame::ChatState { from, to, state: *state },
-        // Device registrations never travel to clients.
-        Body::Device(_) => return None,
+        // Device registrations and probes never travel to clients.
+        Body::Device(_) | Body::Probe => return None,
     })
 }
 

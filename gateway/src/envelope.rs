@@ -62,6 +62,8 @@ pub enum Body {
     Receipt(ReceiptBody),
     ChatState { state: ChatState },
     Device(DeviceRegistration),
+    /// A request for the recipient's current presence, on behalf of someone who may see it.
+    Probe,
 }
 
 impl Body {
@@ -83,6 +85,7 @@ impl Body {
             Self::Receipt(_) => "receipt",
             Self::ChatState { .. } => "chatstate",
             Self::Device(_) => "device",
+            Self::Probe => "probe",
         }
     }
 }

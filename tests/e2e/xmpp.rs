@@ -87,6 +87,12 @@ async fn a_websocket_user_and_an_xmpp_user_exchange_chat_states_and_presence() {
         .await;
     let state = alice.recv_type("chatstate").await;
     assert_eq!((state["state"].as_str(), state["from"].as_str().map(|f| f.starts_with("carol@localhost"))), (Some("paused"), Some(true)));
+
+    // carol logs in again: her server probes alice, and the gateway answers from what it knows.
+    drop(carol);
+    let mut carol = prosody.user("carol").await;
+    let presence = carol.recv_where(|e| e.name() == "presence" && e.attr("from").is_some_and(|f| f.starts_with("alice@"))).await;
+    assert_eq!(presence.get_child("show", CLIENT).map(Element::text).as_deref(), Some("dnd"), "{}", String::from(&presence));
 }
 
 #[tokio::test]

@@ -220,6 +220,7 @@ impl Addressing {
                 .attr(ncname("type"), "chat")
                 .append(Element::bare(chat_state_name(*state), CHATSTATES))
                 .build(),
+            Body::Probe => stanza("presence", &from, &to, None).attr(ncname("type"), "probe").build(),
             Body::Device(_) => return None,
         };
         Some(element)
@@ -302,6 +303,7 @@ fn presence_body(stanza: &Element) -> Option<Body> {
         Some("subscribed") => action(SubscriptionAction::Subscribed),
         Some("unsubscribe") => action(SubscriptionAction::Unsubscribe),
         Some("unsubscribed") => action(SubscriptionAction::Unsubscribed),
+        Some("probe") => Some(Body::Probe),
         _ => None,
     }
 }

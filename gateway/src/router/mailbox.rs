@@ -48,10 +48,6 @@ pub(crate) enum MailboxCommand {
         contact: Address,
         action: SubscriptionAction,
     },
-    /// `requester` wants her current presence.
-    Probe {
-        requester: UserId,
-    },
 }
 
 /// A delivery whose proof is awaited.
@@ -173,7 +169,6 @@ impl Mailbox {
             MailboxCommand::Deliverable { session } => self.make_deliverable(session).await,
             MailboxCommand::Close { session } => self.close(session).await,
             MailboxCommand::Sent { contact, action } => self.sent_subscription(contact, action).await,
-            MailboxCommand::Probe { requester } => self.answer_probe(requester).await,
         }
     }
 
@@ -260,6 +255,11 @@ impl Mailbox {
             Body::Presence(presence) if to_self => {
                 let outcome = self.set_presence(presence.clone()).await;
                 let _ = reply.send(outcome);
+                return;
+            }
+            Body::Probe if matches!(self.owner, Owner::User(_)) => {
+                self.answer_probe(envelope.from.clone()).await;
+                let _ = reply.send(Outcome::Accepted);
                 return;
             }
             Body::Device(device) => {
@@ -503,22 +503,24 @@ impl Mailbox {
         }
     }
 
-    /// On her return, asks each contact whose presence she may see for it.
+    /// On her return, asks each contact whose presence she may see for it; those online answer
+    /// with their presence (for remote contacts, their server does).
     async fn probe_contacts(&mut self) {
         let Some(user) = self.me() else { return };
         let Ok(roster) = self.store.roster(&user).await else { return };
-        let Some(router) = self.router.upgrade() else { return };
         for item in roster.into_iter().filter(|item| item.to) {
-            if let Address::User { user: contact_user } = item.contact {
-                let _ = router.send(Command::Probe { contact: contact_user, requester: user.clone() }).await;
-            }
+            self.submit(Envelope::new(Address::user(user.clone()), item.contact, Body::Probe)).await;
         }
     }
 
-    async fn answer_probe(&mut self, requester: UserId) {
+    async fn answer_probe(&mut self, requester: Address) {
         let Some(user) = self.me() else { return };
+        // Silence means unavailable (RFC 6121 §4.3.2 allows either).
         let Some(presence) = self.presence.clone().filter(|p| p.show != Show::Unavailable) else { return };
-        let contact = Address::user(requester);
+        let contact = match requester {
+            Address::Remote(remote) => Address::Remote(remote.bare()),
+            user => user,
+        };
         match self.store.roster_item(&user, &contact).await {
             Ok(item) if item.from => {
                 self.submit(Envelope::new(Address::user(user), contact, Body::Presence(presence))).await;

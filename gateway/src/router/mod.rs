@@ -77,11 +77,6 @@ pub(crate) enum Command {
     RegisterRoute {
         route: &'static str,
     },
-    /// `requester` came online and wants `contact`'s presence, if she may see it.
-    Probe {
-        contact: UserId,
-        requester: UserId,
-    },
     /// A mailbox that had nothing to do for a while; `processed` lets the router tell whether
     /// something is still on its way to it.
     Idle {
@@ -164,13 +159,6 @@ impl Router {
             }
             Command::ToMailbox { owner, command } => self.forward(owner, command),
             Command::RegisterRoute { route } => self.remote_route = Some(route),
-            Command::Probe { contact, requester } => {
-                // A user without a mailbox has no session: she is unavailable, and silence says so.
-                let contact = Owner::User(contact);
-                if self.mailboxes.contains_key(&contact) {
-                    self.forward(contact, MailboxCommand::Probe { requester });
-                }
-            }
             Command::Idle { owner, processed } => {
                 let keep = matches!(owner, Owner::Route(_));
                 if !keep && self.mailboxes.get(&owner).is_some_and(|m| m.sent == processed) {
