@@ -97,14 +97,14 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     // Just opened and migrated: the store is up.
     health.set("store", true);
     let shutdown = CancellationToken::new();
-    core.spawn(watch_store(store, health.clone(), shutdown.clone()));
+    core.spawn(watch_store(store.clone(), health.clone(), shutdown.clone()));
 
     for adapter in &adapters {
         for peer in adapter.peers() {
             health.register(peer);
         }
     }
-    let context = AdapterContext { router, auth, health, shutdown: shutdown.clone() };
+    let context = AdapterContext { router, auth, health, aliases: store.clone(), shutdown: shutdown.clone() };
     let tasks = TaskTracker::new();
     for adapter in adapters {
         let name = adapter.name();

@@ -1,7 +1,7 @@
 //! Frames ⇄ envelopes. Pure: no I/O, tested from literal JSON.
 
 use switchboard_gateway::{
-    Address, Body, DeviceAction, DeviceRegistration, Domain, Envelope, MessageBody, MessageId,
+    Address, Body, DeviceAction, FailureReason, DeviceRegistration, Domain, Envelope, MessageBody, MessageId,
     Outcome, PresenceBody, ReceiptBody, Rejection, SubscriptionAction, UserId,
 };
 
@@ -72,6 +72,18 @@ pub fn envelope_to_frame(envelope: &Envelope, domain: &Domain) -> Option<ServerF
         },
         Body::Receipt(r) => ServerFrame::Receipt { id, from, to, of: r.of.to_string(), status: r.status },
         Body::ChatState { state } => ServerFrame::ChatState { from, to, state: *state },
+        Body::Failure(failure) => ServerFrame::Error {
+            id: None,
+            code: match failure.reason {
+                FailureReason::NotFound => ErrorCode::NotFound,
+                FailureReason::Unavailable => ErrorCode::Unavailable,
+                FailureReason::Forbidden => ErrorCode::Forbidden,
+                FailureReason::BadRequest => ErrorCode::BadRequest,
+                FailureReason::Internal => ErrorCode::Internal,
+            },
+            text: failure.text.clone().unwrap_or_else(|| format!("{from} could not take the message")),
+            msg: Some(failure.of.to_string()),
+        },
         // Device registrations and probes never travel to clients.
         Body::Device(_) | Body::Probe => return None,
     })

@@ -22,6 +22,10 @@ pub enum ServerFrame {
         id: Option<String>,
         code: ErrorCode,
         text: String,
+        /// For a message that failed after its `ack` (e.g. refused by a remote server): the
+        /// gateway id from that `ack`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        msg: Option<String>,
     },
     #[serde(rename = "message")]
     Message {
@@ -71,7 +75,7 @@ fn is_chat(kind: &MessageKind) -> bool {
 
 impl ServerFrame {
     pub fn error(id: Option<String>, code: ErrorCode, text: impl Into<String>) -> Self {
-        Self::Error { id, code, text: text.into() }
+        Self::Error { id, code, text: text.into(), msg: None }
     }
 
     pub fn type_name(&self) -> &'static str {

@@ -7,9 +7,12 @@
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::auth::Authenticator;
 use crate::health::Health;
 use crate::router::RouterHandle;
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -35,6 +38,9 @@ pub struct AdapterContext {
     pub router: RouterHandle,
     pub auth: Authenticator,
     pub health: Health,
+    /// How messages exchanged with other systems are known there (`Store::save_alias` and
+    /// friends). Adapters use the store for nothing else: messages go through the router.
+    pub aliases: Arc<dyn Store>,
     /// Cancelled when the gateway begins to shut down: stop accepting, settle in-flight work, return.
     pub shutdown: CancellationToken,
 }

@@ -64,6 +64,27 @@ pub enum Body {
     Device(DeviceRegistration),
     /// A request for the recipient's current presence, on behalf of someone who may see it.
     Probe,
+    /// A message the recipient sent could not be delivered beyond the gateway.
+    Failure(FailureBody),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailureBody {
+    /// The gateway id of the message that failed.
+    pub of: MessageId,
+    pub reason: FailureReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureReason {
+    NotFound,
+    Unavailable,
+    Forbidden,
+    BadRequest,
+    Internal,
 }
 
 impl Body {
@@ -73,7 +94,7 @@ impl Body {
     pub fn is_queued_offline(&self) -> bool {
         matches!(
             self,
-            Self::Message(_) | Self::Subscription { .. } | Self::Receipt(_)
+            Self::Message(_) | Self::Subscription { .. } | Self::Receipt(_) | Self::Failure(_)
         )
     }
 
@@ -86,6 +107,7 @@ impl Body {
             Self::ChatState { .. } => "chatstate",
             Self::Device(_) => "device",
             Self::Probe => "probe",
+            Self::Failure(_) => "failure",
         }
     }
 }

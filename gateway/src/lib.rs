@@ -29,7 +29,7 @@ pub mod store;
 pub use adapter::{Adapter, AdapterContext, AdapterError};
 pub use address::{Address, AddressError, Domain, RemoteAddress, UserId};
 pub use envelope::{
-    Body, ChatState, DeviceAction, DeviceRegistration, Envelope, MessageBody, MessageKind,
+    Body, ChatState, DeviceAction, DeviceRegistration, Envelope, FailureBody, FailureReason, MessageBody, MessageKind,
     Platform, PresenceBody, ReceiptBody, ReceiptStatus, Show, SubscriptionAction, Timestamp,
 };
 pub use id::{MessageId, SessionId};

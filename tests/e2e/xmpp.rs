@@ -143,3 +143,61 @@ async fn messages_for_xmpp_wait_while_the_server_restarts_and_arrive_in_order() 
         assert_eq!(stanza.get_child("body", CLIENT).map(Element::text), Some(format!("m{i}")));
     }
 }
+
+#[tokio::test]
+async fn receipts_name_the_right_message_both_ways_and_cannot_be_forged() {
+    let (prosody, gateway) = setup(&["carol", "dave"]).await;
+    let mut bob = gateway.mqtt_user("bob").await;
+    let mut carol = prosody.user("carol").await;
+    let mut dave = prosody.user("dave").await;
+
+    // carol's message keeps her stanza id for bob's receipt.
+    carol
+        .send_xml(&format!("<message xmlns='jabber:client' to='bob@{COMPONENT}' type='chat' id='carol-42'><body>read me</body><request xmlns='urn:xmpp:receipts'/></message>"))
+        .await;
+    let received = bob.recv_type("message").await;
+    bob.send(json!({"type":"receipt","to":received["from"],"of":received["id"],"status":"received"})).await;
+    let receipt = carol.recv_where(|e| e.has_child("received", "urn:xmpp:receipts")).await;
+    assert_eq!(receipt.get_child("received", "urn:xmpp:receipts").and_then(|r| r.attr("id")), Some("carol-42"));
+
+    // bob writes to carol; dave claims to have read it, which he cannot have.
+    bob.send(message("b1", "carol@localhost", "for carol")).await;
+    let ack = bob.recv_type("ack").await;
+    let id = ack["msg"].as_str().expect("msg").to_owned();
+    carol.recv_message_with_body().await;
+    dave.send_xml(&format!("<message xmlns='jabber:client' to='bob@{COMPONENT}'><displayed xmlns='urn:xmpp:chat-markers:0' id='{id}'/></message>")).await;
+    carol.send_xml(&format!("<message xmlns='jabber:client' to='bob@{COMPONENT}'><displayed xmlns='urn:xmpp:chat-markers:0' id='{id}'/></message>")).await;
+    let receipt = bob.recv_type("receipt").await;
+    assert!(receipt["from"].as_str().is_some_and(|f| f.starts_with("carol@localhost")), "only carol's marker counts: {receipt}");
+    assert_eq!((receipt["of"].as_str(), receipt["status"].as_str()), (Some(id.as_str()), Some("displayed")));
+}
+
+#[tokio::test]
+async fn a_message_the_xmpp_side_refuses_comes_back_as_an_error_naming_it() {
+    let (_prosody, gateway) = setup(&["carol"]).await;
+    let mut bob = gateway.ws_user("bob").await;
+    bob.send(message("b1", "ghost@localhost", "anyone there?")).await;
+    let ack = bob.recv_type("ack").await;
+    let error = bob.recv_type("error").await;
+    assert_eq!(error["msg"], ack["msg"], "{error}");
+    assert_eq!(error["code"], "not-found");
+    assert!(error.get("id").is_none());
+}
+
+#[tokio::test]
+async fn the_id_map_survives_a_gateway_restart() {
+    let (prosody, gateway) = setup(&["carol"]).await;
+    let mut carol = prosody.user("carol").await;
+    let id = {
+        let mut bob = gateway.ws_user("bob").await;
+        bob.send(message("b1", "carol@localhost", "before the restart")).await;
+        let ack = bob.recv_type("ack").await;
+        carol.recv_message_with_body().await;
+        ack["msg"].as_str().expect("msg").to_owned()
+    };
+    let gateway = gateway.restart().await;
+    healthy(&gateway).await;
+    let mut bob = gateway.ws_user("bob").await;
+    carol.send_xml(&format!("<message xmlns='jabber:client' to='bob@{COMPONENT}'><received xmlns='urn:xmpp:receipts' id='{id}'/></message>")).await;
+    assert_eq!(bob.recv_type("receipt").await["of"], id.as_str());
+}

@@ -7,8 +7,11 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use switchboard_gateway::metrics::ERRORS;
-use switchboard_gateway::router::{Outbound, Pending, RouterHandle, SessionLease};
-use switchboard_gateway::{Adapter, AdapterContext, AdapterError, Outcome, Rejection};
+use switchboard_gateway::router::{Outbound, Pending, SessionLease};
+use switchboard_gateway::store::MessageAlias;
+use switchboard_gateway::{
+    Adapter, AdapterContext, AdapterError, Address, Body, Envelope, FailureBody, MessageId, Outcome, ReceiptBody, Rejection,
+};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::{ReadError, Timeouts};
 
@@ -143,7 +146,7 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                 let Some(Outbound { envelope, delivered }) = outbound else {
                     break Ended::Lost("route session closed".into());
                 };
-                if let Some(stanza) = addressing.outbound(&envelope) {
+                if let Some(stanza) = outbound_stanza(&envelope, addressing, context).await {
                     tracing::trace!(stanza = %String::from(&stanza), "stanza to xmpp");
                     if let Err(error) = link.send(&to_component(stanza)).await {
                         // The proof is dropped unresolved: the envelope goes back to the queue.
@@ -158,7 +161,7 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                 Some(Ok(element)) => {
                     let stanza = to_client(element);
                     tracing::trace!(stanza = %String::from(&stanza), "stanza from xmpp");
-                    if let Some(settle) = handle(stanza, addressing, &context.router).await {
+                    if let Some(settle) = handle(stanza, addressing, context).await {
                         settling.push(settle);
                     }
                 }
@@ -203,12 +206,33 @@ fn ping(component: &str, id: u64) -> Element {
 }
 
 /// Handles one inbound stanza; returns the work that ends in a reply (or none).
-async fn handle(stanza: Element, addressing: &Addressing, router: &RouterHandle) -> Option<Settling> {
+async fn handle(stanza: Element, addressing: &Addressing, context: &AdapterContext) -> Option<Settling> {
     match addressing.inbound(&stanza) {
-        Inbound::Envelope { envelope, stanza_id } => {
-            let user = envelope.to.as_user().map(ToString::to_string).unwrap_or_default();
+        Inbound::Envelope { mut envelope, stanza_id } => {
+            let user = envelope.to.as_user()?.clone();
+            let peer = bare(&envelope.from);
+            match &mut envelope.body {
+                Body::Message(_) => {
+                    if let Some(foreign_id) = stanza_id.clone() {
+                        let alias = MessageAlias { id: envelope.id.clone(), peer, foreign_id, user: user.clone() };
+                        if let Err(error) = context.aliases.save_alias(&alias).await {
+                            tracing::warn!(user = %user, msg = %envelope.id, %error, "cannot record the stanza id");
+                        }
+                    }
+                }
+                Body::Receipt(receipt) => match context.aliases.resolve_alias(&peer, receipt.of.as_str()).await {
+                    // Only a party to the message may speak of it.
+                    Ok(Some(alias)) if alias.user == user => receipt.of = alias.id,
+                    _ => {
+                        tracing::info!(user = %user, of = %receipt.of, "receipt for a message this peer was not sent; dropped");
+                        metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
+                        return None;
+                    }
+                },
+                _ => {}
+            }
             tracing::debug!(user = %user, msg = %envelope.id, stanza_id = ?stanza_id, kind = envelope.body.kind_name(), "stanza from xmpp");
-            let pending: Pending = router.submit(envelope).await;
+            let pending: Pending = context.router.submit(envelope).await;
             Some(Box::pin(async move {
                 let condition = match pending.await {
                     Outcome::Delivered | Outcome::Stored | Outcome::Accepted => return None,
@@ -219,9 +243,18 @@ async fn handle(stanza: Element, addressing: &Addressing, router: &RouterHandle)
                     Outcome::Rejected(Rejection::NoRoute | Rejection::UnknownDevice) => Condition::ItemNotFound,
                     Outcome::Failed(_) => Condition::InternalServerError,
                 };
-                // Errors are never answered with errors.
-                (stanza.attr("type") != Some("error")).then(|| error_reply(&stanza, condition))
+                Some(error_reply(&stanza, condition))
             }))
+        }
+        Inbound::Bounce { peer, foreign_id, reason, text } => {
+            let Ok(Some(alias)) = context.aliases.resolve_alias(&peer, &foreign_id).await else {
+                tracing::debug!(%foreign_id, "error about an unknown stanza ignored");
+                return None;
+            };
+            let failure = Body::Failure(FailureBody { of: alias.id, reason, text });
+            let envelope = Envelope::new(peer, Address::user(alias.user), failure);
+            drop(context.router.submit(envelope).await);
+            None
         }
         Inbound::Iq(iq) => {
             let answer = service::answer(&iq, &addressing.component);
@@ -235,5 +268,37 @@ async fn handle(stanza: Element, addressing: &Addressing, router: &RouterHandle)
             tracing::trace!(why, "stanza ignored");
             None
         }
+    }
+}
+
+fn bare(address: &Address) -> Address {
+    match address {
+        Address::Remote(remote) => Address::Remote(remote.bare()),
+        user => user.clone(),
+    }
+}
+
+/// The stanza for an envelope leaving through the link, after the id bookkeeping: a message's
+/// id is recorded so the peer's receipts and errors can be matched to it; a receipt names the
+/// peer's own id for the message.
+async fn outbound_stanza(envelope: &Envelope, addressing: &Addressing, context: &AdapterContext) -> Option<Element> {
+    let peer = bare(&envelope.to);
+    match (&envelope.body, envelope.from.as_user()) {
+        (Body::Message(_), Some(user)) => {
+            let alias = MessageAlias { id: envelope.id.clone(), peer, foreign_id: envelope.id.to_string(), user: user.clone() };
+            if let Err(error) = context.aliases.save_alias(&alias).await {
+                tracing::warn!(user = %user, msg = %envelope.id, %error, "cannot record the stanza id");
+            }
+            addressing.outbound(envelope)
+        }
+        (Body::Receipt(receipt), Some(_)) => match context.aliases.alias_of(&receipt.of).await {
+            Ok(Some(alias)) if alias.peer == peer => {
+                let mut renamed = envelope.clone();
+                renamed.body = Body::Receipt(ReceiptBody { of: MessageId::from_string(alias.foreign_id), status: receipt.status });
+                addressing.outbound(&renamed)
+            }
+            _ => addressing.outbound(envelope),
+        },
+        _ => addressing.outbound(envelope),
     }
 }

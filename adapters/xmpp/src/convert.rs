@@ -2,7 +2,7 @@
 //! literal XML.
 
 use switchboard_gateway::{
-    Address, Body, ChatState, Envelope, MessageBody, MessageId, MessageKind, PresenceBody,
+    Address, Body, ChatState, Envelope, FailureReason, MessageBody, MessageId, MessageKind, PresenceBody,
     ReceiptBody, ReceiptStatus, RemoteAddress, Show, SubscriptionAction, UserId,
 };
 use tokio_xmpp::minidom::Element;
@@ -34,7 +34,9 @@ pub(crate) enum Inbound {
     Iq(Element),
     /// An answer the stanza's sender must get instead (RFC 6120 §8.3).
     Refuse(Element),
-    /// Nothing to do (errors about our stanzas, unsupported presence types, results).
+    /// A message of ours that `peer` refused, which it knows as `foreign_id`.
+    Bounce { peer: Address, foreign_id: String, reason: FailureReason, text: Option<String> },
+    /// Nothing to do (unsupported presence types, results).
     Ignore(&'static str),
 }
 
@@ -116,7 +118,7 @@ impl Addressing {
             };
         }
         if stanza.attr("type") == Some("error") {
-            return Inbound::Ignore("error about one of our stanzas");
+            return bounce(stanza);
         }
         let Some(from) = parse_jid(stanza.attr("from")) else {
             return Inbound::Refuse(error_reply(stanza, Condition::JidMalformed));
@@ -221,10 +223,34 @@ impl Addressing {
                 .append(Element::bare(chat_state_name(*state), CHATSTATES))
                 .build(),
             Body::Probe => stanza("presence", &from, &to, None).attr(ncname("type"), "probe").build(),
-            Body::Device(_) => return None,
+            Body::Device(_) | Body::Failure(_) => return None,
         };
         Some(element)
     }
+}
+
+/// An error reply to one of our messages, to report to the user who sent it.
+fn bounce(stanza: &Element) -> Inbound {
+    let (Some(from), Some(id), "message") = (parse_jid(stanza.attr("from")), stanza.attr("id"), stanza.name()) else {
+        return Inbound::Ignore("error about a stanza that is not a message");
+    };
+    let error = stanza.get_child("error", CLIENT);
+    let condition = error
+        .and_then(|e| e.children().find(|c| c.ns() == STANZAS && c.name() != "text"))
+        .map(|c| c.name().to_owned())
+        .unwrap_or_default();
+    let reason = match condition.as_str() {
+        "item-not-found" | "recipient-unavailable" | "remote-server-not-found" | "service-unavailable" | "gone" => FailureReason::NotFound,
+        "forbidden" | "not-allowed" | "not-authorized" | "registration-required" | "subscription-required" => FailureReason::Forbidden,
+        "bad-request" | "jid-malformed" | "not-acceptable" | "policy-violation" | "feature-not-implemented" => FailureReason::BadRequest,
+        "remote-server-timeout" | "resource-constraint" => FailureReason::Unavailable,
+        _ => FailureReason::Internal,
+    };
+    let text = error
+        .and_then(|e| e.get_child("text", STANZAS))
+        .map(Element::text)
+        .or_else(|| (!condition.is_empty()).then(|| format!("refused by the XMPP server: {condition}")));
+    Inbound::Bounce { peer: Address::Remote(remote(&from).bare()), foreign_id: id.to_owned(), reason, text }
 }
 
 fn stanza(name: &str, from: &str, to: &str, id: Option<&str>) -> tokio_xmpp::minidom::ElementBuilder {

@@ -15,10 +15,12 @@ pub(crate) enum Backend {
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_roster.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_aliases.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_roster.sql")),
+    (3, include_str!("../../migrations/postgres/0003_aliases.sql")),
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {

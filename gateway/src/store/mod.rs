@@ -13,6 +13,7 @@ use std::pin::Pin;
 pub use sql::SqlStore;
 
 use crate::address::{Address, UserId};
+use crate::id::MessageId;
 use crate::roster::RosterItem;
 use crate::envelope::{DeviceRegistration, Envelope, PresenceBody, Timestamp};
 
@@ -63,6 +64,21 @@ impl std::fmt::Display for QueueName {
     }
 }
 
+/// How a message exchanged with someone outside the gateway is known on both sides, so that
+/// receipts and errors always name the right message, across restarts, and a peer can only refer
+/// to messages it is party to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageAlias {
+    /// The gateway's id.
+    pub id: MessageId,
+    /// The other party (bare address).
+    pub peer: Address,
+    /// The id the other party knows it by (an XMPP stanza id).
+    pub foreign_id: String,
+    /// The gateway user on this side of the conversation.
+    pub user: UserId,
+}
+
 /// Position of an envelope in an offline queue; increases with every append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct QueueSeq(pub i64);
@@ -103,6 +119,11 @@ pub trait Store: Send + Sync + 'static {
     /// Writes an item; an empty item is deleted.
     fn save_roster_item<'a>(&'a self, owner: &'a UserId, item: &'a RosterItem) -> StoreFuture<'a, ()>;
     fn roster<'a>(&'a self, owner: &'a UserId) -> StoreFuture<'a, Vec<RosterItem>>;
+    /// Records another system's id for a message the gateway knows as `alias.id`.
+    fn save_alias<'a>(&'a self, alias: &'a MessageAlias) -> StoreFuture<'a, ()>;
+    fn alias_of<'a>(&'a self, id: &'a MessageId) -> StoreFuture<'a, Option<MessageAlias>>;
+    /// The message `peer` knows as `foreign_id`, if `peer` is party to it.
+    fn resolve_alias<'a>(&'a self, peer: &'a Address, foreign_id: &'a str) -> StoreFuture<'a, Option<MessageAlias>>;
     /// A cheap round trip, for `/healthz`.
     fn ping(&self) -> StoreFuture<'_, ()>;
 }

@@ -5,7 +5,8 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 use super::migrate::{self, Backend};
-use super::{QueueName, QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
+use super::{MessageAlias, QueueName, QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
+use crate::id::MessageId;
 use crate::address::{Address, UserId};
 use crate::roster::RosterItem;
 use crate::envelope::{DeviceRegistration, Envelope, PresenceBody, Timestamp};
@@ -69,6 +70,16 @@ fn observe<T>(operation: &'static str, started: Instant, result: &Result<T, Stor
     if result.is_err() {
         metrics::counter!("switchboard_store_errors_total", "op" => operation).increment(1);
     }
+}
+
+fn alias_from_row(row: sqlx::any::AnyRow) -> Result<MessageAlias, StoreError> {
+    let peer: String = row.try_get("peer")?;
+    Ok(MessageAlias {
+        id: MessageId::from_string(row.try_get::<String, _>("id")?),
+        peer: serde_json::from_str(&peer)?,
+        foreign_id: row.try_get("foreign_id")?,
+        user: user_from_row(row.try_get("user_name")?)?,
+    })
 }
 
 fn user_from_row(name: String) -> Result<UserId, StoreError> {
@@ -346,6 +357,46 @@ impl Store for SqlStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn save_alias<'a>(&'a self, alias: &'a MessageAlias) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO message_aliases (id, peer, foreign_id, user_name, created_ms) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(alias.id.as_str())
+            .bind(serde_json::to_string(&alias.peer)?)
+            .bind(alias.foreign_id.clone())
+            .bind(alias.user.as_str())
+            .bind(Timestamp::now().0)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn alias_of<'a>(&'a self, id: &'a MessageId) -> StoreFuture<'a, Option<MessageAlias>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT id, peer, foreign_id, user_name FROM message_aliases WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(alias_from_row).transpose()
+        })
+    }
+
+    fn resolve_alias<'a>(&'a self, peer: &'a Address, foreign_id: &'a str) -> StoreFuture<'a, Option<MessageAlias>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT id, peer, foreign_id, user_name FROM message_aliases WHERE peer = $1 AND foreign_id = $2 ORDER BY created_ms DESC LIMIT 1",
+            )
+            .bind(serde_json::to_string(peer)?)
+            .bind(foreign_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(alias_from_row).transpose()
         })
     }
 
