@@ -67,6 +67,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     let mut settings = RouterSettings::new(Domain::new(&config.gateway.domain));
     settings.offline_max = u64::from(config.limits.offline_max);
     settings.offline_ttl = config.limits.offline_ttl.get();
+    settings.auto_accept_subscriptions = config.gateway.auto_accept_subscriptions;
 
     let mut websocket = WebSocketSettings::new(
         config.http.listen,
@@ -80,7 +81,8 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     ];
     if let Some(xmpp) = &config.xmpp {
         let domain = xmpp.domain.clone().unwrap_or_else(|| config.gateway.domain.clone());
-        let settings = XmppSettings::new(xmpp.server.clone(), domain, xmpp.secret.expose().to_owned());
+        let secret = xmpp.secret.expose().to_owned();
+        let settings = XmppSettings::new(xmpp.server.clone(), domain, secret, config.limits.max_frame_bytes);
         adapters.push(Box::new(XmppAdapter::new(settings)));
     }
 

@@ -50,6 +50,8 @@ pub struct GatewayConfig {
     pub database_url: Option<Secret>,
     /// How long `SIGINT`/`SIGTERM` may take to drain in-flight work before the process exits.
     pub shutdown_grace: Duration,
+    /// Answer every presence subscription request with `subscribed` on the user's behalf.
+    pub auto_accept_subscriptions: bool,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +61,7 @@ impl Default for GatewayConfig {
             data_dir: "./data".into(),
             database_url: None,
             shutdown_grace: Duration::from_secs(10),
+            auto_accept_subscriptions: false,
         }
     }
 }

@@ -201,3 +201,35 @@ async fn the_id_map_survives_a_gateway_restart() {
     carol.send_xml(&format!("<message xmlns='jabber:client' to='bob@{COMPONENT}'><received xmlns='urn:xmpp:receipts' id='{id}'/></message>")).await;
     assert_eq!(bob.recv_type("receipt").await["of"], id.as_str());
 }
+
+#[tokio::test]
+async fn hostile_stanzas_are_refused_and_the_link_stays_up() {
+    let (prosody, gateway) = setup(&["carol"]).await;
+    let mut bob = gateway.ws_user("bob").await;
+    let mut carol = prosody.user("carol").await;
+    let huge = "x".repeat(100_000);
+    carol.send_xml(&format!("<message xmlns='jabber:client' to='bob@{COMPONENT}' type='chat' id='h1'><body>{huge}</body></message>")).await;
+    let error = carol.recv_where(|e| e.attr("type") == Some("error")).await;
+    assert_eq!((error.attr("id"), condition(&error).as_deref()), (Some("h1"), Some("policy-violation")));
+    // Unknown payloads are ignored; the message around them gets through.
+    carol
+        .send_xml(&format!("<message xmlns='jabber:client' to='bob@{COMPONENT}' type='chat'><body>still fine</body><weird xmlns='urn:example:unknown'><deep><deeper/></deep></weird></message>"))
+        .await;
+    assert_eq!(bob.recv_type("message").await["body"], "still fine");
+    assert_eq!(gateway.http_get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn with_auto_accept_a_request_is_answered_on_the_users_behalf() {
+    let prosody = Prosody::start(&["carol"]).await;
+    let gateway = Gateway::start_with(&prosody.gateway_config().replacen("[xmpp]", "auto_accept_subscriptions = true\n[xmpp]", 1)).await;
+    healthy(&gateway).await;
+    let mut alice = gateway.ws_user("alice").await;
+    let mut carol = prosody.user("carol").await;
+    carol.send_xml(&format!("<presence xmlns='jabber:client' to='alice@{COMPONENT}' type='subscribe'/>")).await;
+    carol.recv_where(|e| e.name() == "presence" && e.attr("type") == Some("subscribed")).await;
+    let presence = carol.recv_where(|e| e.name() == "presence" && e.attr("type").is_none() && e.attr("from").is_some_and(|f| f.starts_with("alice@"))).await;
+    assert!(presence.get_child("show", CLIENT).is_none(), "available");
+    // alice still hears of the request.
+    assert_eq!(alice.recv_type("subscribe").await["from"], "carol@localhost");
+}

@@ -31,6 +31,8 @@ pub struct XmppSettings {
     /// The component's domain.
     pub domain: String,
     pub secret: String,
+    /// `limits.max_frame_bytes`: the same bound on text as for MQTT and WebSocket frames.
+    pub max_text_bytes: usize,
     /// Silence on the link before the component pings the server; no answer within
     /// `response_timeout` then means the link is dead.
     pub read_timeout: Duration,
@@ -38,8 +40,8 @@ pub struct XmppSettings {
 }
 
 impl XmppSettings {
-    pub fn new(server: String, domain: String, secret: String) -> Self {
-        Self { server, domain, secret, read_timeout: Duration::from_secs(60), response_timeout: Duration::from_secs(15) }
+    pub fn new(server: String, domain: String, secret: String, max_text_bytes: usize) -> Self {
+        Self { server, domain, secret, max_text_bytes, read_timeout: Duration::from_secs(60), response_timeout: Duration::from_secs(15) }
     }
 }
 
@@ -77,7 +79,7 @@ async fn supervise(settings: XmppSettings, context: AdapterContext) -> Result<()
         .register_route(ROUTE)
         .await
         .map_err(|e| AdapterError::Fatal { adapter: NAME, message: e.to_string() })?;
-    let addressing = Addressing { component: settings.domain.clone() };
+    let addressing = Addressing { component: settings.domain.clone(), max_text_bytes: settings.max_text_bytes };
     let timeouts = Timeouts { read_timeout: settings.read_timeout, response_timeout: settings.response_timeout };
     let shutdown = context.shutdown.clone();
     let mut backoff = Duration::from_millis(100);

@@ -23,6 +23,8 @@ pub(crate) const RESOURCE: &str = "switchboard";
 pub(crate) struct Addressing {
     /// The component's domain: gateway user `alice` is `alice@<component>`.
     pub component: String,
+    /// The largest body, subject or status accepted (`limits.max_frame_bytes`).
+    pub max_text_bytes: usize,
 }
 
 /// What an inbound stanza means.
@@ -48,6 +50,7 @@ pub(crate) enum Condition {
     ResourceConstraint,
     BadRequest,
     JidMalformed,
+    PolicyViolation,
     InternalServerError,
 }
 
@@ -59,6 +62,7 @@ impl Condition {
             Self::ResourceConstraint => "resource-constraint",
             Self::BadRequest => "bad-request",
             Self::JidMalformed => "jid-malformed",
+            Self::PolicyViolation => "policy-violation",
             Self::InternalServerError => "internal-server-error",
         }
     }
@@ -66,7 +70,7 @@ impl Condition {
     fn error_type(self) -> &'static str {
         match self {
             Self::ResourceConstraint | Self::InternalServerError => "wait",
-            Self::BadRequest | Self::JidMalformed => "modify",
+            Self::BadRequest | Self::JidMalformed | Self::PolicyViolation => "modify",
             _ => "cancel",
         }
     }
@@ -147,6 +151,9 @@ impl Addressing {
         let Some(body) = body else {
             return Inbound::Ignore("nothing the gateway carries");
         };
+        if text_bytes(&body) > self.max_text_bytes {
+            return Inbound::Refuse(error_reply(stanza, Condition::PolicyViolation));
+        }
         let stanza_id = stanza.attr("id").map(str::to_owned);
         let envelope = Envelope::new(Address::Remote(remote(&from)), Address::user(user), body);
         Inbound::Envelope { envelope, stanza_id }
@@ -275,6 +282,14 @@ fn chat_state_name(state: ChatState) -> &'static str {
     }
 }
 
+fn text_bytes(body: &Body) -> usize {
+    match body {
+        Body::Message(m) => m.body.len() + m.subject.as_ref().map_or(0, String::len) + m.thread.as_ref().map_or(0, String::len),
+        Body::Presence(p) => p.status.as_ref().map_or(0, String::len),
+        _ => 0,
+    }
+}
+
 fn message_body(stanza: &Element) -> Option<Body> {
     if let Some(body) = stanza.get_child("body", CLIENT) {
         let kind = match stanza.attr("type") {
@@ -339,7 +354,7 @@ mod tests {
     use super::*;
 
     fn addressing() -> Addressing {
-        Addressing { component: "gw.localhost".into() }
+        Addressing { component: "gw.localhost".into(), max_text_bytes: 65_536 }
     }
 
     fn parse(xml: &str) -> Element {

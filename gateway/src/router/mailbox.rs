@@ -285,8 +285,17 @@ impl Mailbox {
             _ => {}
         }
 
-        if let (Body::Subscription { action }, false, Owner::User(_)) = (&envelope.body, to_self, &self.owner) {
-            self.update_roster(envelope.from.clone(), *action, Direction::Received).await;
+        if let (Body::Subscription { action }, false, Owner::User(user)) = (&envelope.body, to_self, &self.owner) {
+            let (action, user) = (*action, user.clone());
+            self.update_roster(envelope.from.clone(), action, Direction::Received).await;
+            if action == SubscriptionAction::Subscribe && self.settings.auto_accept_subscriptions {
+                let contact = match &envelope.from {
+                    Address::Remote(remote) => Address::Remote(remote.bare()),
+                    other => other.clone(),
+                };
+                let answer = Body::Subscription { action: SubscriptionAction::Subscribed };
+                self.submit(Envelope::new(Address::user(user), contact, answer)).await;
+            }
         }
         let queued_offline = envelope.body.is_queued_offline();
         let targets: Vec<SessionId> = self.sessions.iter().filter(|s| s.deliverable).map(|s| s.id).collect();

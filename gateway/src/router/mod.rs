@@ -43,6 +43,8 @@ pub struct RouterSettings {
     pub offline_ttl: Duration,
     /// How long an idle mailbox of an offline user lingers before it is dropped.
     pub mailbox_idle: Duration,
+    /// Answer every subscription request with `subscribed` on the user's behalf.
+    pub auto_accept_subscriptions: bool,
 }
 
 impl RouterSettings {
@@ -55,6 +57,7 @@ impl RouterSettings {
             offline_max: 10_000,
             offline_ttl: Duration::from_secs(30 * 86_400),
             mailbox_idle: Duration::from_secs(30),
+            auto_accept_subscriptions: false,
         }
     }
 }
