@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use switchboard_gateway::metrics::ERRORS;
-use switchboard_gateway::router::{Outbound, Pending, SessionLease};
+use switchboard_gateway::router::{Delivered, Outbound, Pending, SessionLease};
 use switchboard_gateway::store::MessageAlias;
 use switchboard_gateway::{
     Adapter, AdapterContext, AdapterError, Address, Body, Envelope, FailureBody, MessageId, Outcome, ReceiptBody, Rejection,
@@ -134,7 +134,13 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
     let mut settling: FuturesUnordered<Settling> = FuturesUnordered::new();
     let shutdown = context.shutdown.clone();
     let mut ping_id = 0u64;
+    let mut acks = Acknowledgements::default();
     let ended = loop {
+        if let Some(ping) = acks.ping_if_needed(&addressing.component)
+            && let Err(error) = link.send(&to_component(ping)).await
+        {
+            break Ended::Lost(error.to_string());
+        }
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ended::Shutdown,
@@ -156,13 +162,16 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                     }
                 }
                 if let Some(delivered) = delivered {
-                    delivered.confirm();
+                    acks.written(delivered);
                 }
             }
             item = link.next() => match item {
                 Some(Ok(element)) => {
                     let stanza = to_client(element);
                     tracing::trace!(stanza = %String::from(&stanza), "stanza from xmpp");
+                    if acks.answered(&stanza) {
+                        continue;
+                    }
                     if let Some(settle) = handle(stanza, addressing, context).await {
                         settling.push(settle);
                     }
@@ -196,11 +205,55 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
     ended
 }
 
+/// XEP-0114 has no acknowledgements: a stanza written to the server may die with the server.
+/// So a stanza counts as delivered only once the server has answered a ping sent after it: the
+/// server handles a stream in order, so its answer proves it took everything before. One ping
+/// covers every stanza written while the previous one was out.
+#[derive(Default)]
+struct Acknowledgements {
+    written: Vec<Delivered>,
+    outstanding: Option<(String, Vec<Delivered>)>,
+    sequence: u64,
+}
+
+impl Acknowledgements {
+    fn written(&mut self, delivered: Delivered) {
+        self.written.push(delivered);
+    }
+
+    fn ping_if_needed(&mut self, component: &str) -> Option<Element> {
+        if self.outstanding.is_some() || self.written.is_empty() {
+            return None;
+        }
+        self.sequence += 1;
+        let id = format!("ack-{}", self.sequence);
+        let ping = ping_with_id(component, &id);
+        self.outstanding = Some((id, std::mem::take(&mut self.written)));
+        Some(ping)
+    }
+
+    /// True when `stanza` was the answer to the outstanding ping (result or error alike: either
+    /// way the server has processed what came before).
+    fn answered(&mut self, stanza: &Element) -> bool {
+        let is_answer = stanza.name() == "iq"
+            && matches!(stanza.attr("type"), Some("result" | "error"))
+            && self.outstanding.as_ref().is_some_and(|(id, _)| stanza.attr("id") == Some(id.as_str()));
+        if is_answer && let Some((_, delivered)) = self.outstanding.take() {
+            delivered.into_iter().for_each(Delivered::confirm);
+        }
+        is_answer
+    }
+}
+
 fn ping(component: &str, id: u64) -> Element {
+    ping_with_id(component, &format!("ping-{id}"))
+}
+
+fn ping_with_id(component: &str, id: &str) -> Element {
     let server = component.split_once('.').map_or(component, |(_, parent)| parent);
     Element::builder("iq", crate::namespace::CLIENT)
         .attr(crate::convert::ncname("type"), "get")
-        .attr(crate::convert::ncname("id"), format!("ping-{id}"))
+        .attr(crate::convert::ncname("id"), id)
         .attr(crate::convert::ncname("from"), component)
         .attr(crate::convert::ncname("to"), server)
         .append(Element::bare("ping", "urn:xmpp:ping"))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
+use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::session::{Delivered, Outbound, SessionEntry};
@@ -87,7 +87,9 @@ pub(crate) struct Mailbox {
     settings: Arc<RouterSettings>,
     router: mpsc::WeakSender<Command>,
     sessions: Vec<SessionEntry>,
-    inflight: FuturesUnordered<BoxFuture<'static, Completion>>,
+    /// In delivery order, so that envelopes a dying session never confirmed are stored back in the
+    /// order they were sent.
+    inflight: FuturesOrdered<BoxFuture<'static, Completion>>,
     /// Length of the offline queue, loaded on first use.
     queue_len: Option<u64>,
     presence: Option<PresenceBody>,
@@ -114,7 +116,7 @@ impl Mailbox {
             settings,
             router,
             sessions: Vec::new(),
-            inflight: FuturesUnordered::new(),
+            inflight: FuturesOrdered::new(),
             queue_len: None,
             presence: None,
             processed: 0,
@@ -239,7 +241,7 @@ impl Mailbox {
                     return;
                 }
                 let seq = queued.seq;
-                self.inflight.push(Box::pin(async move {
+                self.inflight.push_back(Box::pin(async move {
                     Completion::Replayed {
                         seq,
                         delivered: proof.await.is_ok(),
@@ -334,7 +336,7 @@ impl Mailbox {
             let _ = reply.send(outcome);
             return;
         }
-        self.inflight.push(Box::pin(async move {
+        self.inflight.push_back(Box::pin(async move {
             let results = futures::future::join_all(proofs).await;
             Completion::Live {
                 envelope,
