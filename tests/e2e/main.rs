@@ -5,6 +5,8 @@ mod bad_input;
 mod binary;
 mod bridging;
 mod common;
+mod ejabberd;
+mod ejabberd_interop;
 mod external_broker;
 mod mosquitto;
 mod mqtt_endpoint;

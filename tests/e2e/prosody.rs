@@ -136,23 +136,29 @@ Component "{COMPONENT}"
 
     /// A logged-in, available XMPP user of this server.
     pub async fn user(&self, name: &str) -> XmppUser {
-        let jid = BareJid::new(&format!("{name}@localhost")).expect("jid");
-        let timeouts = Timeouts { read_timeout: Duration::from_secs(60), response_timeout: Duration::from_secs(15) };
-        let mut client = Client::new_plaintext(jid.clone(), password(name), DnsConfig::addr(&self.c2s.to_string()), timeouts);
-        loop {
-            match tokio::time::timeout(WAIT, client.next()).await.expect("logs in within time") {
-                Some(Event::Online { .. }) => break,
-                Some(_) => {}
-                None => panic!("{name}: client ended before login"),
-            }
-        }
-        let mut user = XmppUser { client };
-        // Fetching the roster makes this resource "interested" (RFC 6121 §2.1.6): the server then
-        // delivers subscription answers to it.
-        user.send_xml("<iq xmlns='jabber:client' type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>").await;
-        user.send(Stanza::Presence(Presence::available())).await;
-        user
+        login(self.c2s, name, &password(name)).await
     }
+}
+
+/// Logs `name@localhost` in over plaintext c2s at `c2s`, fetches the roster and sends initial
+/// presence: a logged-in, available XMPP user of whichever server listens there.
+pub async fn login(c2s: SocketAddr, name: &str, password: &str) -> XmppUser {
+    let jid = BareJid::new(&format!("{name}@localhost")).expect("jid");
+    let timeouts = Timeouts { read_timeout: Duration::from_secs(60), response_timeout: Duration::from_secs(15) };
+    let mut client = Client::new_plaintext(jid.clone(), password.to_owned(), DnsConfig::addr(&c2s.to_string()), timeouts);
+    loop {
+        match tokio::time::timeout(WAIT, client.next()).await.expect("logs in within time") {
+            Some(Event::Online { .. }) => break,
+            Some(_) => {}
+            None => panic!("{name}: client ended before login"),
+        }
+    }
+    let mut user = XmppUser { client };
+    // Fetching the roster makes this resource "interested" (RFC 6121 §2.1.6): the server then
+    // delivers subscription answers to it.
+    user.send_xml("<iq xmlns='jabber:client' type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>").await;
+    user.send(Stanza::Presence(Presence::available())).await;
+    user
 }
 
 impl Drop for Prosody {
@@ -163,7 +169,8 @@ impl Drop for Prosody {
     }
 }
 
-fn password(user: &str) -> String {
+/// The password every test user is registered with.
+pub fn password(user: &str) -> String {
     format!("{user}-password")
 }
 
