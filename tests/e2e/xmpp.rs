@@ -129,7 +129,18 @@ async fn messages_for_xmpp_wait_while_the_server_restarts_and_arrive_in_order() 
         carol.recv_message_with_body().await;
     }
     prosody.stop().await;
-    // While the server is down the gateway acks from its store.
+    // /healthz names the link while it is down...
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = gateway.http_get("/healthz").await;
+        if status == 503 {
+            assert_eq!(body, r#"{"failing":["xmpp"],"status":"degraded"}"#);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "healthz never noticed the link was down");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // ...and the gateway acks from its store.
     for i in 0..20 {
         bob.send(message(&format!("b{i}"), "carol@localhost", &format!("m{i}"))).await;
         assert_eq!(bob.recv_type("ack").await["id"], format!("b{i}"));
