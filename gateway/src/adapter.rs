@@ -32,6 +32,19 @@ pub enum AdapterError {
     },
 }
 
+/// Binds a listener for `adapter`; a failure names the configuration key to change.
+pub async fn bind_listener(
+    adapter: &'static str,
+    key: &'static str,
+    address: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, Option<std::net::SocketAddr>), AdapterError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| AdapterError::Bind { adapter, key, address, source })?;
+    let bound = listener.local_addr().ok();
+    Ok((listener, bound))
+}
+
 /// What an adapter is handed to run.
 #[derive(Clone)]
 pub struct AdapterContext {

@@ -26,7 +26,7 @@ pub mod roster;
 pub mod router;
 pub mod store;
 
-pub use adapter::{Adapter, AdapterContext, AdapterError};
+pub use adapter::{Adapter, AdapterContext, AdapterError, bind_listener};
 pub use address::{Address, AddressError, Domain, RemoteAddress, UserId};
 pub use envelope::{
     Body, ChatState, DeviceAction, DeviceRegistration, Envelope, FailureBody, FailureReason, MessageBody, MessageKind,

@@ -1,6 +1,6 @@
 use futures::future::BoxFuture;
 use switchboard_config::{LimitsConfig, MqttConfig, MqttMode};
-use switchboard_gateway::{Adapter, AdapterContext, AdapterError};
+use switchboard_gateway::{Adapter, AdapterContext, AdapterError, bind_listener};
 use tokio::net::TcpListener;
 
 use crate::config::MqttSettings;
@@ -33,13 +33,7 @@ impl Adapter for MqttAdapter {
             let Some(address) = self.settings.embedded_listen() else {
                 return Ok(None);
             };
-            let listener = TcpListener::bind(address).await.map_err(|source| AdapterError::Bind {
-                adapter: NAME,
-                key: "mqtt.listen",
-                address,
-                source,
-            })?;
-            let bound = listener.local_addr().ok();
+            let (listener, bound) = bind_listener(NAME, "mqtt.listen", address).await?;
             self.listener = Some(listener);
             Ok(bound)
         })

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use switchboard_frames::RateLimiter;
-use switchboard_gateway::{Adapter, AdapterContext, AdapterError};
+use switchboard_gateway::{Adapter, AdapterContext, AdapterError, bind_listener};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
@@ -30,13 +30,7 @@ impl Adapter for WebSocketAdapter {
     fn bind(&mut self) -> BoxFuture<'_, Result<Option<std::net::SocketAddr>, AdapterError>> {
         Box::pin(async move {
             let address = self.settings.listen;
-            let listener = TcpListener::bind(address).await.map_err(|source| AdapterError::Bind {
-                adapter: NAME,
-                key: "http.listen",
-                address,
-                source,
-            })?;
-            let bound = listener.local_addr().ok();
+            let (listener, bound) = bind_listener(NAME, "http.listen", address).await?;
             self.listener = Some(listener);
             Ok(bound)
         })

@@ -1,6 +1,6 @@
 //! Schema migrations, applied in order at start; each runs once, recorded in
-//! `schema_migrations`. The two backends differ in DDL only (auto-increment), so each has its own
-//! directory of the same versions.
+//! `schema_migrations`. The two backends differ in DDL only where a table has an auto-increment
+//! column, so those versions have a file per backend and the rest live in `migrations/common/`.
 
 use sqlx::AnyPool;
 
@@ -14,13 +14,13 @@ pub(crate) enum Backend {
 
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
-    (2, include_str!("../../migrations/sqlite/0002_roster.sql")),
-    (3, include_str!("../../migrations/sqlite/0003_aliases.sql")),
+    (2, include_str!("../../migrations/common/0002_roster.sql")),
+    (3, include_str!("../../migrations/common/0003_aliases.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
-    (2, include_str!("../../migrations/postgres/0002_roster.sql")),
-    (3, include_str!("../../migrations/postgres/0003_aliases.sql")),
+    (2, include_str!("../../migrations/common/0002_roster.sql")),
+    (3, include_str!("../../migrations/common/0003_aliases.sql")),
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
