@@ -1,9 +1,11 @@
-//! Load generation: MQTT senders (rumqttc), MQTT and WebSocket receivers, and the recorder that
-//! checks every message arrived once and measures its latency.
+//! Load generation: MQTT senders (rumqttc), MQTT and WebSocket receivers, the sending loop shared
+//! with the XMPP senders (`xmpp.rs`), and the recorder that checks every message arrived once and
+//! measures its latency.
 //!
-//! Every message body is `m:<sender>:<seq>:<ns>`, `ns` being the send time in nanoseconds since a
-//! process-wide origin, so the receiver (same process) computes the end-to-end latency. Warm-up
-//! messages are `w:<sender>` and are not measured.
+//! Every message body is `m:<case>:<sender>:<seq>:<ns>`, `ns` being the send time in nanoseconds
+//! since a process-wide origin, so the receiver (same process) computes the end-to-end latency;
+//! `case` tells this case's messages from late ones of an earlier case. Warm-up messages are
+//! `w:<case>:<sender>` and are not measured.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -13,9 +15,12 @@ use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, NetworkOptions, Packet, QoS, SubscribeReasonCode};
 use serde::Deserialize;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::message::{Lang, Message};
+use xmpp_parsers::stanza::Stanza;
 
 /// Bound on every connect/subscribe/warm-up step.
 pub const SETUP_WAIT: Duration = Duration::from_secs(15);
@@ -48,6 +53,8 @@ pub struct Recorder {
 }
 
 struct RecorderInner {
+    /// The case tag its messages carry.
+    tag: u64,
     seen: Vec<Vec<bool>>,
     warm: Vec<bool>,
     warm_count: usize,
@@ -58,14 +65,18 @@ struct RecorderInner {
     errors: Vec<String>,
     latencies_ns: Vec<u64>,
     last_ns: u64,
+    /// Senders without a per-message ack (XMPP): each message received from sender `k` frees one
+    /// place in `credit[k]`'s window.
+    credit: Vec<Arc<SenderState>>,
 }
 
 impl Recorder {
-    /// `counts[k]` = how many messages sender `k` will send.
-    pub fn new(counts: &[usize]) -> Arc<Self> {
+    /// `counts[k]` = how many messages sender `k` will send; `tag` = the case tag in their bodies.
+    pub fn new(counts: &[usize], tag: u64) -> Arc<Self> {
         let expected = counts.iter().sum();
         Arc::new(Self {
             inner: Mutex::new(RecorderInner {
+                tag,
                 seen: counts.iter().map(|&n| vec![false; n]).collect(),
                 warm: vec![false; counts.len()],
                 warm_count: 0,
@@ -76,10 +87,41 @@ impl Recorder {
                 errors: Vec::new(),
                 latencies_ns: Vec::with_capacity(expected),
                 last_ns: 0,
+                credit: Vec::new(),
             }),
             all_received: Notify::new(),
             all_warm: Notify::new(),
         })
+    }
+
+    /// Lowers the number of messages awaited to `total` (the senders were stopped early); signals
+    /// `all_received` if they are all in already.
+    pub fn expect(&self, total: usize) {
+        let mut inner = lock(&self.inner);
+        inner.expected = total;
+        if inner.distinct >= total {
+            self.all_received.notify_one();
+        }
+    }
+
+    /// Windows of senders that have no per-message ack, indexed like the senders.
+    pub fn credit_senders(&self, senders: Vec<Arc<SenderState>>) {
+        lock(&self.inner).credit = senders;
+    }
+
+    /// The body of a message that arrived as a stanza (XMPP).
+    pub fn on_text(&self, body: &str) {
+        let now = now_ns();
+        let mut inner = lock(&self.inner);
+        inner.on_body(body, now, self);
+    }
+
+    /// An error that reached the receiver instead of a message.
+    pub fn on_error(&self, what: String) {
+        let mut inner = lock(&self.inner);
+        if inner.errors.len() < 10 {
+            inner.errors.push(what);
+        }
     }
 
     pub fn on_payload(&self, payload: &[u8]) {
@@ -118,7 +160,13 @@ impl Recorder {
 impl RecorderInner {
     fn on_body(&mut self, body: &str, now: u64, recorder: &Recorder) {
         let mut parts = body.split(':');
-        match parts.next() {
+        let kind = parts.next();
+        if parts.next().and_then(|tag| tag.parse::<u64>().ok()) != Some(self.tag) {
+            // Late, from an earlier case (or not ours at all).
+            self.other += 1;
+            return;
+        }
+        match kind {
             Some("w") => {
                 if let Some(k) = parts.next().and_then(|k| k.parse::<usize>().ok())
                     && k < self.warm.len()
@@ -151,6 +199,9 @@ impl RecorderInner {
                 self.distinct += 1;
                 self.latencies_ns.push(now.saturating_sub(sent));
                 self.last_ns = now;
+                if let Some(sender) = self.credit.get(k) {
+                    sender.window.add_permits(1);
+                }
                 if self.distinct == self.expected {
                     recorder.all_received.notify_one();
                 }
@@ -189,6 +240,9 @@ pub enum AckKind {
     PubAck,
     /// The gateway's `ack` (or `error`) frame on the sender's own `in` topic.
     Frame,
+    /// None: the window is freed by the receiver's progress (XMPP c2s has no per-message ack), or
+    /// by an error stanza bounced to the sender.
+    Receiver,
 }
 
 /// Sender-side counters, fed by the connection's event loop.
@@ -232,6 +286,17 @@ impl SenderState {
             self.window.add_permits(1);
             self.settled();
         }
+    }
+
+    /// An error stanza bounced back to an XMPP sender: that message will not arrive.
+    pub fn on_error_stanza(&self, text: String) {
+        self.error_count.fetch_add(1, Ordering::Relaxed);
+        let mut errors = lock(&self.errors);
+        if errors.len() < 5 {
+            errors.push(text);
+        }
+        drop(errors);
+        self.window.add_permits(1);
     }
 
     fn on_frame(&self, payload: &[u8]) {
@@ -364,7 +429,11 @@ impl MqttConn {
                 .await
                 .context("subscribe request timed out")??;
             if tokio::time::timeout(SETUP_WAIT, subscribed.notified()).await.is_err() || conn.failure().is_some() {
-                bail!("{}: no SUBACK for {topic} ({})", spec.client_id, conn.failure().unwrap_or_else(|| "timeout".into()));
+                bail!(
+                    "{}: no SUBACK for {topic} ({})",
+                    spec.client_id,
+                    conn.failure().unwrap_or_else(|| "timeout".into())
+                );
             }
         }
         Ok(conn)
@@ -463,32 +532,81 @@ pub enum Pace {
 pub struct SendPlan {
     pub index: usize,
     pub count: usize,
-    pub topic: String,
-    /// `Some(user)`: gateway frame addressed to `user`; the payload is a gateway frame either way.
-    pub to: String,
+    /// The case tag.
+    pub tag: u64,
+    pub outlet: Outlet,
     pub pace: Pace,
     pub start: tokio::time::Instant,
+    /// Closed loop: no message is started after this (a saturation case's sending time budget, so
+    /// that a slow path sends fewer messages instead of running into the deadline).
+    pub stop_sending: tokio::time::Instant,
     pub deadline: tokio::time::Instant,
 }
 
-pub fn frame(index: usize, seq: Option<usize>, to: &str) -> String {
-    let body = match seq {
-        Some(seq) => format!("m:{index}:{seq}:{}", now_ns()),
-        None => format!("w:{index}"),
-    };
+/// What a sender did.
+#[derive(Clone, Copy, Default)]
+pub struct Sent {
+    /// Messages handed to the connection.
+    pub count: usize,
+    /// It stopped early because the sending time budget was over (not a failure).
+    pub cut: bool,
+    /// It sent its whole plan.
+    pub complete: bool,
+}
+
+/// Where a sender's messages go.
+#[derive(Clone)]
+pub enum Outlet {
+    /// A gateway `message` frame to `to`, published QoS 1 on `topic` (Mosquitto gets the same JSON
+    /// as an opaque payload).
+    Mqtt { client: AsyncClient, topic: String, to: String },
+    /// A `<message type='chat'>` to `to`, into an XMPP connection's outgoing queue.
+    Xmpp { queue: mpsc::Sender<Box<Stanza>>, to: Jid },
+}
+
+impl Outlet {
+    /// Hands one message (`seq`, or the warm-up one) to the connection; false if it is gone.
+    pub async fn send(&self, tag: u64, index: usize, seq: Option<usize>) -> bool {
+        match self {
+            Self::Mqtt { client, topic, to } => {
+                let payload = frame(tag, index, seq, to);
+                client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_ok()
+            }
+            Self::Xmpp { queue, to } => {
+                let message = Message::chat(Some(to.clone())).with_body(Lang::new(), body(tag, index, seq));
+                queue.send(Box::new(Stanza::Message(message))).await.is_ok()
+            }
+        }
+    }
+}
+
+fn body(tag: u64, index: usize, seq: Option<usize>) -> String {
+    match seq {
+        Some(seq) => format!("m:{tag}:{index}:{seq}:{}", now_ns()),
+        None => format!("w:{tag}:{index}"),
+    }
+}
+
+pub fn frame(tag: u64, index: usize, seq: Option<usize>, to: &str) -> String {
+    let body = body(tag, index, seq);
     let id = seq.map_or_else(|| format!("w{index}"), |seq| format!("{index}-{seq}"));
     format!(r#"{{"type":"message","id":"{id}","to":"{to}","body":"{body}"}}"#)
 }
 
-/// Sends `plan.count` messages; returns how many were handed to the connection.
-pub async fn send(client: AsyncClient, state: Arc<SenderState>, plan: SendPlan) -> usize {
-    let mut sent = 0;
+/// Sends `plan.count` messages (closed loop: fewer if its time budget runs out).
+pub async fn send(state: Arc<SenderState>, plan: SendPlan) -> Sent {
+    let mut sent = Sent::default();
     for seq in 0..plan.count {
         match plan.pace {
             Pace::Closed => {
-                match tokio::time::timeout_at(plan.deadline, state.window.acquire()).await {
+                let budget = plan.stop_sending.min(plan.deadline);
+                match tokio::time::timeout_at(budget, state.window.acquire()).await {
                     Ok(Ok(permit)) => permit.forget(),
-                    _ => break,
+                    Err(_) if budget < plan.deadline => {
+                        sent.cut = true;
+                        return sent;
+                    }
+                    _ => return sent,
                 }
             }
             Pace::Rate { rate, senders } => {
@@ -501,12 +619,11 @@ pub async fn send(client: AsyncClient, state: Arc<SenderState>, plan: SendPlan) 
                 tokio::time::sleep_until(at).await;
             }
         }
-        let payload = frame(plan.index, Some(seq), &plan.to);
-        let publish = client.publish(plan.topic.clone(), QoS::AtLeastOnce, false, payload);
-        match tokio::time::timeout_at(plan.deadline, publish).await {
-            Ok(Ok(())) => sent += 1,
-            _ => break,
+        match tokio::time::timeout_at(plan.deadline, plan.outlet.send(plan.tag, plan.index, Some(seq))).await {
+            Ok(true) => sent.count += 1,
+            _ => return sent,
         }
     }
+    sent.complete = true;
     sent
 }

@@ -1,8 +1,10 @@
-//! The two servers under test, each started as a child process in its own temporary directory on
-//! free loopback ports, and stopped (SIGTERM, then SIGKILL after a grace period) at the end.
+//! The servers under test (Mosquitto, Prosody, the gateway joined to Prosody as a component),
+//! each started as a child process in its own temporary directory on free loopback ports, and
+//! stopped (SIGTERM, then SIGKILL after a grace period) at the end.
 
 use std::collections::HashSet;
 use std::fs;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -152,6 +154,112 @@ pub fn start_mosquitto(binary: &Path, dir: &Path, port: u16) -> anyhow::Result<S
     Ok(server)
 }
 
+/// The XMPP domain of Prosody's users.
+pub const XMPP_HOST: &str = "localhost";
+/// The gateway's component domain on Prosody: gateway user `u` is `u@gw.localhost` over XMPP.
+pub const COMPONENT_DOMAIN: &str = "gw.localhost";
+const COMPONENT_SECRET: &str = "bench-component-secret";
+
+pub fn xmpp_password(user: &str) -> String {
+    format!("{user}-pw")
+}
+
+pub struct Prosody {
+    pub server: Server,
+    pub c2s_port: u16,
+    pub component_port: u16,
+}
+
+/// Prosody with a minimal configuration for measuring routing: c2s and component listeners on
+/// loopback, no TLS, the component `gw.localhost`, only the modules a chat needs (no `limits`;
+/// `offline`, which Prosody loads unless told not to, disabled: a message to an unavailable
+/// account bounces), warnings only in the log. Runs as
+/// the `prosody` user (as root it half-starts), with `users` registered beforehand.
+pub fn start_prosody(
+    binary: &Path,
+    dir: &Path,
+    c2s_port: u16,
+    component_port: u16,
+    users: &[String],
+) -> anyhow::Result<Prosody> {
+    fs::create_dir_all(dir.join("data"))?;
+    fs::create_dir_all(dir.join("certs"))?;
+    let path = dir.display();
+    let log = dir.join("prosody.log");
+    let config = dir.join("prosody.cfg.lua");
+    fs::write(
+        &config,
+        format!(
+            r#"pidfile = "{path}/prosody.pid"
+data_path = "{path}/data"
+certificates = "{path}/certs"
+log = {{ warn = "{log}" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s_port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+component_ports = {{ {component_port} }}
+component_interfaces = {{ "127.0.0.1" }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "presence"; "message" }}
+modules_disabled = {{ "s2s"; "offline" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+network_settings = {{ nagle = false }}
+VirtualHost "{XMPP_HOST}"
+Component "{COMPONENT_DOMAIN}"
+    component_secret = "{COMPONENT_SECRET}"
+"#,
+            log = log.display()
+        ),
+    )?;
+    if is_root() {
+        // prosodyctl run as root switches to `prosody` too: it must be able to write the data.
+        let status = Command::new("chown").args(["-R", "prosody:prosody"]).arg(dir).status().context("chown")?;
+        if !status.success() {
+            bail!("chown -R prosody:prosody {} failed", dir.display());
+        }
+    }
+    let prosodyctl = binary.with_file_name("prosodyctl");
+    for user in users {
+        let out = Command::new(&prosodyctl)
+            .arg("--config")
+            .arg(&config)
+            .args(["register", user, XMPP_HOST, &xmpp_password(user)])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", prosodyctl.display()))?;
+        if !out.status.success() {
+            bail!(
+                "prosodyctl register {user} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let mut command = if is_root() {
+        // `setpriv` execs, so the child's PID is Prosody's.
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=prosody", "--regid=prosody", "--init-groups"]).arg(binary);
+        command
+    } else {
+        Command::new(binary)
+    };
+    let child = command
+        .arg("--config")
+        .arg(&config)
+        .arg("-F")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let mut server = Server { name: "prosody", child: Some(child), log };
+    server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], c2s_port)), Duration::from_secs(20))?;
+    server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], component_port)), Duration::from_secs(20))?;
+    Ok(Prosody { server, c2s_port, component_port })
+}
+
 pub struct Gateway {
     pub server: Server,
     pub config: PathBuf,
@@ -161,16 +269,25 @@ pub struct Gateway {
 pub const JWT_SECRET: &str = "bench-secret-123";
 
 /// The gateway binary with the embedded MQTT endpoint and the HTTP/WebSocket listener on the
-/// given ports, its store in `dir`, and the per-user rate limit out of the way.
-pub fn start_gateway(binary: &Path, dir: &Path, http_port: u16, mqtt_port: u16) -> anyhow::Result<Gateway> {
+/// given ports, its store in `dir`, the per-user rate limit out of the way, and joined to
+/// Prosody's component port as `gw.localhost`. Returns once `/healthz` says every configured link
+/// (the XMPP one included) is up.
+pub fn start_gateway(
+    binary: &Path,
+    dir: &Path,
+    http_port: u16,
+    mqtt_port: u16,
+    component_port: u16,
+) -> anyhow::Result<Gateway> {
     let data = dir.join("data");
     fs::create_dir_all(&data)?;
     let config = dir.join("switchboard.toml");
     fs::write(
         &config,
         format!(
-            "[gateway]\ndata_dir = \"{}\"\n\n[auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
+            "[gateway]\ndomain = \"{COMPONENT_DOMAIN}\"\ndata_dir = \"{}\"\n\n[auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
              [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\n\
+             [xmpp]\nserver = \"127.0.0.1:{component_port}\"\nsecret = \"{COMPONENT_SECRET}\"\n\n\
              [limits]\nmessages_per_second = 1000000\n",
             data.display()
         ),
@@ -189,7 +306,41 @@ pub fn start_gateway(binary: &Path, dir: &Path, http_port: u16, mqtt_port: u16) 
     let mut server = Server { name: "switchboard", child: Some(child), log };
     server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], mqtt_port)), Duration::from_secs(30))?;
     server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], http_port)), Duration::from_secs(30))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = http_status(http_port, "/healthz");
+        if status == Some(200) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "GET /healthz answered {status:?}, not 200, after 30 s (XMPP link not up?); log:\n{}",
+                server.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Ok(Gateway { server, config, binary: binary.to_owned() })
+}
+
+/// The status code of `GET path` on 127.0.0.1:`port`, if it answers within a second.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut head = [0u8; 32];
+    let mut read = 0;
+    while read < 12 {
+        let n = stream.read(&mut head[read..]).ok()?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    // "HTTP/1.1 200 OK"
+    std::str::from_utf8(&head[..read]).ok()?.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Gateway {
