@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Delivered, Outbound, Pending, SessionLease};
 use switchboard_gateway::store::MessageAlias;
@@ -23,6 +23,8 @@ use crate::service;
 pub const NAME: &str = "xmpp";
 const ROUTE: &str = "xmpp";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Envelopes sent to the server in one write.
+const BATCH: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct XmppSettings {
@@ -151,46 +153,64 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                     }
             }
             outbound = lease.outbound.recv() => {
-                let Some(Outbound { envelope, delivered }) = outbound else {
+                let Some(first) = outbound else {
                     break Ended::Lost("route session closed".into());
                 };
-                if let Some(stanza) = outbound_stanza(&envelope, addressing, context).await {
-                    tracing::trace!(stanza = %String::from(&stanza), "stanza to xmpp");
-                    if let Err(error) = link.send(&to_component(stanza)).await {
-                        // The proof is dropped unresolved: the envelope goes back to the queue.
-                        break Ended::Lost(error.to_string());
+                // Whatever else is already waiting goes in the same batch: one store transaction
+                // for the ids, one write to the server.
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match lease.outbound.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
                     }
                 }
-                if let Some(delivered) = delivered {
-                    acks.written(delivered);
+                if let Err(error) = send_batch(&mut link, batch, &mut acks, addressing, context).await {
+                    // The proofs are dropped unresolved: the envelopes go back to the queue.
+                    break Ended::Lost(error.to_string());
                 }
             }
-            item = link.next() => match item {
-                Some(Ok(element)) => {
-                    let stanza = to_client(element);
-                    tracing::trace!(stanza = %String::from(&stanza), "stanza from xmpp");
-                    if acks.answered(&stanza) {
-                        continue;
-                    }
-                    if let Some(settle) = handle(stanza, addressing, context).await {
-                        settling.push(settle);
-                    }
-                }
-                Some(Err(ReadError::SoftTimeout)) => {
-                    // Quiet link: ask the server for a sign of life before the hard timeout.
-                    ping_id += 1;
-                    let ping = ping(&addressing.component, ping_id);
-                    if let Err(error) = link.send(&to_component(ping)).await {
-                        break Ended::Lost(error.to_string());
+            item = link.next() => {
+                // Stanzas that arrived together are handled together: one store transaction for
+                // their ids, then routed in arrival order.
+                let mut items = vec![item];
+                while items.len() < BATCH && matches!(items.last(), Some(Some(Ok(_)))) {
+                    match link.next().now_or_never() {
+                        Some(next) => items.push(next),
+                        None => break,
                     }
                 }
-                Some(Err(ReadError::ParseError(error))) => {
-                    tracing::info!(%error, "unparsable stanza from the xmpp server dropped");
-                    metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
+                let mut stanzas = Vec::with_capacity(items.len());
+                let mut lost = None;
+                for item in items {
+                    match item {
+                        Some(Ok(element)) => {
+                            let stanza = to_client(element);
+                            tracing::trace!(stanza = %String::from(&stanza), "stanza from xmpp");
+                            if !acks.answered(&stanza) {
+                                stanzas.push(stanza);
+                            }
+                        }
+                        Some(Err(ReadError::SoftTimeout)) => {
+                            // Quiet link: ask the server for a sign of life before the hard timeout.
+                            ping_id += 1;
+                            if let Err(error) = link.send(&to_component(ping(&addressing.component, ping_id))).await {
+                                lost = Some(error.to_string());
+                            }
+                        }
+                        Some(Err(ReadError::ParseError(error))) => {
+                            tracing::info!(%error, "unparsable stanza from the xmpp server dropped");
+                            metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
+                        }
+                        Some(Err(ReadError::HardError(error))) => lost = Some(error.to_string()),
+                        Some(Err(ReadError::StreamFooterReceived)) | None => lost = Some("the server closed the stream".into()),
+                    }
                 }
-                Some(Err(ReadError::HardError(error))) => break Ended::Lost(error.to_string()),
-                Some(Err(ReadError::StreamFooterReceived)) | None => break Ended::Lost("the server closed the stream".into()),
-            },
+                settling.extend(handle_batch(stanzas, addressing, context).await);
+                if let Some(reason) = lost {
+                    break Ended::Lost(reason);
+                }
+            }
         }
     };
     if let Ended::Shutdown = ended {
@@ -260,22 +280,41 @@ fn ping_with_id(component: &str, id: &str) -> Element {
         .build()
 }
 
+/// Handles stanzas that arrived together; returns the work that ends in replies.
+async fn handle_batch(stanzas: Vec<Element>, addressing: &Addressing, context: &AdapterContext) -> Vec<Settling> {
+    let classified: Vec<(Element, Inbound)> = stanzas.into_iter().map(|s| { let inbound = addressing.inbound(&s); (s, inbound) }).collect();
+    let aliases: Vec<MessageAlias> = classified
+        .iter()
+        .filter_map(|(_, inbound)| match inbound {
+            Inbound::Envelope { envelope, stanza_id: Some(foreign_id) } if matches!(envelope.body, Body::Message(_)) => {
+                Some(MessageAlias {
+                    id: envelope.id.clone(),
+                    peer: bare(&envelope.from),
+                    foreign_id: foreign_id.clone(),
+                    user: envelope.to.as_user()?.clone(),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    record_aliases(context, &aliases).await;
+    let mut settling = Vec::new();
+    for (stanza, inbound) in classified {
+        if let Some(settle) = handle(stanza, inbound, addressing, context).await {
+            settling.push(settle);
+        }
+    }
+    settling
+}
+
 /// Handles one inbound stanza; returns the work that ends in a reply (or none).
-async fn handle(stanza: Element, addressing: &Addressing, context: &AdapterContext) -> Option<Settling> {
-    match addressing.inbound(&stanza) {
+async fn handle(stanza: Element, inbound: Inbound, addressing: &Addressing, context: &AdapterContext) -> Option<Settling> {
+    match inbound {
         Inbound::Envelope { mut envelope, stanza_id } => {
             let user = envelope.to.as_user()?.clone();
             let peer = bare(&envelope.from);
-            match &mut envelope.body {
-                Body::Message(_) => {
-                    if let Some(foreign_id) = stanza_id.clone() {
-                        let alias = MessageAlias { id: envelope.id.clone(), peer, foreign_id, user: user.clone() };
-                        if let Err(error) = context.aliases.save_alias(&alias).await {
-                            tracing::warn!(user = %user, msg = %envelope.id, %error, "cannot record the stanza id");
-                        }
-                    }
-                }
-                Body::Receipt(receipt) => match context.aliases.resolve_alias(&peer, receipt.of.as_str()).await {
+            if let Body::Receipt(receipt) = &mut envelope.body {
+                match context.aliases.resolve_alias(&peer, receipt.of.as_str()).await {
                     // Only a party to the message may speak of it.
                     Ok(Some(alias)) if alias.user == user => receipt.of = alias.id,
                     _ => {
@@ -283,8 +322,7 @@ async fn handle(stanza: Element, addressing: &Addressing, context: &AdapterConte
                         metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
                         return None;
                     }
-                },
-                _ => {}
+                }
             }
             tracing::debug!(user = %user, msg = %envelope.id, stanza_id = ?stanza_id, kind = envelope.body.kind_name(), "stanza from xmpp");
             let pending: Pending = context.router.submit(envelope).await;
@@ -326,6 +364,16 @@ async fn handle(stanza: Element, addressing: &Addressing, context: &AdapterConte
     }
 }
 
+async fn record_aliases(context: &AdapterContext, aliases: &[MessageAlias]) {
+    if aliases.is_empty() {
+        return;
+    }
+    if let Err(error) = context.aliases.save_aliases(aliases).await {
+        // Receipts and errors for these messages will not be matched; the messages still go.
+        tracing::warn!(%error, count = aliases.len(), "cannot record stanza ids");
+    }
+}
+
 fn bare(address: &Address) -> Address {
     match address {
         Address::Remote(remote) => Address::Remote(remote.bare()),
@@ -333,27 +381,53 @@ fn bare(address: &Address) -> Address {
     }
 }
 
-/// The stanza for an envelope leaving through the link, after the id bookkeeping: a message's
-/// id is recorded so the peer's receipts and errors can be matched to it; a receipt names the
-/// peer's own id for the message.
-async fn outbound_stanza(envelope: &Envelope, addressing: &Addressing, context: &AdapterContext) -> Option<Element> {
-    let peer = bare(&envelope.to);
-    match (&envelope.body, envelope.from.as_user()) {
-        (Body::Message(_), Some(user)) => {
-            let alias = MessageAlias { id: envelope.id.clone(), peer, foreign_id: envelope.id.to_string(), user: user.clone() };
-            if let Err(error) = context.aliases.save_alias(&alias).await {
-                tracing::warn!(user = %user, msg = %envelope.id, %error, "cannot record the stanza id");
+/// Sends a batch of envelopes through the link, after the id bookkeeping: each message's id is
+/// recorded (one transaction for the batch) so the peer's receipts and errors can be matched to
+/// it; a receipt names the peer's own id for the message.
+async fn send_batch(
+    link: &mut Link,
+    batch: Vec<Outbound>,
+    acks: &mut Acknowledgements,
+    addressing: &Addressing,
+    context: &AdapterContext,
+) -> std::io::Result<()> {
+    let aliases: Vec<MessageAlias> = batch
+        .iter()
+        .filter_map(|outbound| {
+            let envelope = &outbound.envelope;
+            match (&envelope.body, envelope.from.as_user()) {
+                (Body::Message(_), Some(user)) => Some(MessageAlias {
+                    id: envelope.id.clone(),
+                    peer: bare(&envelope.to),
+                    foreign_id: envelope.id.to_string(),
+                    user: user.clone(),
+                }),
+                _ => None,
             }
-            addressing.outbound(envelope)
+        })
+        .collect();
+    record_aliases(context, &aliases).await;
+    let mut proofs = Vec::with_capacity(batch.len());
+    for Outbound { envelope, delivered } in batch {
+        if let Some(stanza) = stanza_for(&envelope, addressing, context).await {
+            tracing::trace!(stanza = %String::from(&stanza), "stanza to xmpp");
+            link.feed(&to_component(stanza)).await?;
         }
-        (Body::Receipt(receipt), Some(_)) => match context.aliases.alias_of(&receipt.of).await {
-            Ok(Some(alias)) if alias.peer == peer => {
-                let mut renamed = envelope.clone();
-                renamed.body = Body::Receipt(ReceiptBody { of: MessageId::from_string(alias.foreign_id), status: receipt.status });
-                addressing.outbound(&renamed)
-            }
-            _ => addressing.outbound(envelope),
-        },
-        _ => addressing.outbound(envelope),
+        proofs.extend(delivered);
     }
+    SinkExt::<&Element>::flush(link).await?;
+    proofs.into_iter().for_each(|delivered| acks.written(delivered));
+    Ok(())
+}
+
+async fn stanza_for(envelope: &Envelope, addressing: &Addressing, context: &AdapterContext) -> Option<Element> {
+    if let (Body::Receipt(receipt), Some(_)) = (&envelope.body, envelope.from.as_user())
+        && let Ok(Some(alias)) = context.aliases.alias_of(&receipt.of).await
+        && alias.peer == bare(&envelope.to)
+    {
+        let mut renamed = envelope.clone();
+        renamed.body = Body::Receipt(ReceiptBody { of: MessageId::from_string(alias.foreign_id), status: receipt.status });
+        return addressing.outbound(&renamed);
+    }
+    addressing.outbound(envelope)
 }

@@ -119,8 +119,8 @@ pub trait Store: Send + Sync + 'static {
     /// Writes an item; an empty item is deleted.
     fn save_roster_item<'a>(&'a self, owner: &'a UserId, item: &'a RosterItem) -> StoreFuture<'a, ()>;
     fn roster<'a>(&'a self, owner: &'a UserId) -> StoreFuture<'a, Vec<RosterItem>>;
-    /// Records another system's id for a message the gateway knows as `alias.id`.
-    fn save_alias<'a>(&'a self, alias: &'a MessageAlias) -> StoreFuture<'a, ()>;
+    /// Records other systems' ids for messages, in one transaction.
+    fn save_aliases<'a>(&'a self, aliases: &'a [MessageAlias]) -> StoreFuture<'a, ()>;
     fn alias_of<'a>(&'a self, id: &'a MessageId) -> StoreFuture<'a, Option<MessageAlias>>;
     /// The message `peer` knows as `foreign_id`, if `peer` is party to it.
     fn resolve_alias<'a>(&'a self, peer: &'a Address, foreign_id: &'a str) -> StoreFuture<'a, Option<MessageAlias>>;

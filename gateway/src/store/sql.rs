@@ -360,20 +360,30 @@ impl Store for SqlStore {
         })
     }
 
-    fn save_alias<'a>(&'a self, alias: &'a MessageAlias) -> StoreFuture<'a, ()> {
+    fn save_aliases<'a>(&'a self, aliases: &'a [MessageAlias]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO message_aliases (id, peer, foreign_id, user_name, created_ms) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(alias.id.as_str())
-            .bind(serde_json::to_string(&alias.peer)?)
-            .bind(alias.foreign_id.clone())
-            .bind(alias.user.as_str())
-            .bind(Timestamp::now().0)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
+            let started = Instant::now();
+            let result = async {
+                let mut tx = self.pool.begin().await?;
+                for alias in aliases {
+                    sqlx::query(
+                        "INSERT INTO message_aliases (id, peer, foreign_id, user_name, created_ms) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(alias.id.as_str())
+                    .bind(serde_json::to_string(&alias.peer)?)
+                    .bind(alias.foreign_id.clone())
+                    .bind(alias.user.as_str())
+                    .bind(Timestamp::now().0)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            observe("save_aliases", started, &result);
+            result
         })
     }
 
