@@ -9,7 +9,7 @@ use switchboard_config::Config;
 use switchboard_gateway::auth::Authenticator;
 use switchboard_gateway::health::Health;
 use switchboard_gateway::router::{self, RouterSettings};
-use switchboard_gateway::store::{SqlStore, Store};
+use switchboard_gateway::store::{MessageAliases, SqlStore, Store};
 use switchboard_gateway::{Adapter, AdapterContext, Domain};
 use switchboard_mqtt::MqttAdapter;
 use switchboard_websocket::{WebSocketAdapter, WebSocketSettings};
@@ -106,7 +106,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
             health.register(peer);
         }
     }
-    let context = AdapterContext { router, auth, health, aliases: store.clone(), shutdown: shutdown.clone() };
+    let context = AdapterContext { router, auth, health, aliases: MessageAliases::new(store.clone()), shutdown: shutdown.clone() };
     let tasks = TaskTracker::new();
     for adapter in adapters {
         let name = adapter.name();

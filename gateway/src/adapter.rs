@@ -7,12 +7,10 @@
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use std::sync::Arc;
-
 use crate::auth::Authenticator;
 use crate::health::Health;
 use crate::router::RouterHandle;
-use crate::store::Store;
+use crate::store::MessageAliases;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -51,9 +49,8 @@ pub struct AdapterContext {
     pub router: RouterHandle,
     pub auth: Authenticator,
     pub health: Health,
-    /// How messages exchanged with other systems are known there (`Store::save_alias` and
-    /// friends). Adapters use the store for nothing else: messages go through the router.
-    pub aliases: Arc<dyn Store>,
+    /// How messages exchanged with other systems are known there.
+    pub aliases: MessageAliases,
     /// Cancelled when the gateway begins to shut down: stop accepting, settle in-flight work, return.
     pub shutdown: CancellationToken,
 }

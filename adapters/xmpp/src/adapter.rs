@@ -314,7 +314,7 @@ async fn handle(stanza: Element, inbound: Inbound, addressing: &Addressing, cont
             let user = envelope.to.as_user()?.clone();
             let peer = bare(&envelope.from);
             if let Body::Receipt(receipt) = &mut envelope.body {
-                match context.aliases.resolve_alias(&peer, receipt.of.as_str()).await {
+                match context.aliases.resolve(&peer, receipt.of.as_str()).await {
                     // Only a party to the message may speak of it.
                     Ok(Some(alias)) if alias.user == user => receipt.of = alias.id,
                     _ => {
@@ -340,7 +340,7 @@ async fn handle(stanza: Element, inbound: Inbound, addressing: &Addressing, cont
             }))
         }
         Inbound::Bounce { peer, foreign_id, reason, text } => {
-            let Ok(Some(alias)) = context.aliases.resolve_alias(&peer, &foreign_id).await else {
+            let Ok(Some(alias)) = context.aliases.resolve(&peer, &foreign_id).await else {
                 tracing::debug!(%foreign_id, "error about an unknown stanza ignored");
                 return None;
             };
@@ -368,7 +368,7 @@ async fn record_aliases(context: &AdapterContext, aliases: &[MessageAlias]) {
     if aliases.is_empty() {
         return;
     }
-    if let Err(error) = context.aliases.save_aliases(aliases).await {
+    if let Err(error) = context.aliases.save(aliases).await {
         // Receipts and errors for these messages will not be matched; the messages still go.
         tracing::warn!(%error, count = aliases.len(), "cannot record stanza ids");
     }
@@ -422,7 +422,7 @@ async fn send_batch(
 
 async fn stanza_for(envelope: &Envelope, addressing: &Addressing, context: &AdapterContext) -> Option<Element> {
     if let (Body::Receipt(receipt), Some(_)) = (&envelope.body, envelope.from.as_user())
-        && let Ok(Some(alias)) = context.aliases.alias_of(&receipt.of).await
+        && let Ok(Some(alias)) = context.aliases.of(&receipt.of).await
         && alias.peer == bare(&envelope.to)
     {
         let mut renamed = envelope.clone();

@@ -79,6 +79,29 @@ pub struct MessageAlias {
     pub user: UserId,
 }
 
+/// The part of the store adapters may use: message aliases. Everything else about messages goes
+/// through the router.
+#[derive(Clone)]
+pub struct MessageAliases(std::sync::Arc<dyn Store>);
+
+impl MessageAliases {
+    pub fn new(store: std::sync::Arc<dyn Store>) -> Self {
+        Self(store)
+    }
+
+    pub fn save<'a>(&'a self, aliases: &'a [MessageAlias]) -> StoreFuture<'a, ()> {
+        self.0.save_aliases(aliases)
+    }
+
+    pub fn of<'a>(&'a self, id: &'a MessageId) -> StoreFuture<'a, Option<MessageAlias>> {
+        self.0.alias_of(id)
+    }
+
+    pub fn resolve<'a>(&'a self, peer: &'a Address, foreign_id: &'a str) -> StoreFuture<'a, Option<MessageAlias>> {
+        self.0.resolve_alias(peer, foreign_id)
+    }
+}
+
 /// Position of an envelope in an offline queue; increases with every append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct QueueSeq(pub i64);
