@@ -76,3 +76,17 @@ async fn messages_and_presence_for_never_seen_users_are_refused() {
     let error = alice.recv_type("error").await;
     assert_eq!((error["id"].as_str(), error["code"].as_str()), (Some("s1"), Some("not-found")));
 }
+
+#[tokio::test]
+async fn unsubscribing_and_subscribing_again_loses_nothing() {
+    let gateway = Gateway::start().await;
+    let mut bob = gateway.mqtt_user("bob").await;
+    bob.client.unsubscribe("im/bob/in").await.expect("unsubscribe queued");
+    let mut alice = gateway.ws_user("alice").await;
+    // Until the UNSUBSCRIBE has been handled the message may still go out live; either way it
+    // must reach bob once he subscribes again.
+    alice.send(message("w1", "bob", "while unsubscribed")).await;
+    assert_eq!(alice.recv_type("ack").await["id"], "w1");
+    bob.subscribe_in().await;
+    assert_eq!(bob.recv_type("message").await["body"], "while unsubscribed");
+}

@@ -173,7 +173,7 @@ impl Bridge {
                         self.publish_frame(&user, &frame, None).await;
                     }
                     // Acked only now: a crash before this point makes the broker send it again.
-                    let _ = self.client.ack(&publish).await;
+                    self.ack(&publish);
                 }
                 Some((user, Outbound { envelope, delivered })) = deliveries.recv() => {
                     let frame = self.session(&user).frame_for(&envelope);
@@ -195,7 +195,7 @@ impl Bridge {
             if let Some(frame) = frame {
                 self.publish_frame(&user, &frame, None).await;
             }
-            let _ = self.client.ack(&publish).await;
+            self.ack(&publish);
         }
         self.go_offline_all();
         let _ = self.client.disconnect().await;
@@ -230,7 +230,9 @@ impl Bridge {
                 self.context.health.set(HEALTH, true);
                 let topics = &self.settings.topics;
                 for filter in [topics.all(TopicKind::Out), topics.all(TopicKind::Presence)] {
-                    let _ = self.client.subscribe(filter, QoS::AtLeastOnce).await;
+                    if let Err(error) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        tracing::warn!(%error, "cannot subscribe on the external broker");
+                    }
                 }
                 None
             }
@@ -254,7 +256,7 @@ impl Bridge {
 
     async fn on_publish(&mut self, publish: Publish) -> Option<Settled> {
         let Some((user, kind)) = self.settings.topics.parse(&publish.topic) else {
-            let _ = self.client.ack(&publish).await;
+            self.ack(&publish);
             return None;
         };
         match kind {
@@ -285,7 +287,7 @@ impl Bridge {
                 }))
             }
             TopicKind::In => {
-                let _ = self.client.ack(&publish).await;
+                self.ack(&publish);
                 None
             }
         }
@@ -327,11 +329,23 @@ impl Bridge {
         }
     }
 
+    /// Acknowledges an inbound PUBLISH. If rumqttc's queue is full (the broker is away) the ack
+    /// is dropped and the broker redelivers the PUBLISH to the persistent session.
+    fn ack(&self, publish: &Publish) {
+        if let Err(error) = self.client.try_ack(publish) {
+            tracing::debug!(%error, "ack not queued; the broker will redeliver");
+        }
+    }
+
     async fn publish_frame(&mut self, user: &UserId, frame: &ServerFrame, delivered: Option<Delivered>) {
         let text = self.session(user).render(frame);
         let topic = self.settings.topics.topic(user, TopicKind::In);
-        if self.client.publish(topic, QoS::AtLeastOnce, false, text).await.is_ok() {
-            self.awaiting_pkid.push_back(delivered);
+        // Never wait for room in rumqttc's queue: while the broker is away it does not drain, and
+        // this loop must keep reading its events. A frame that does not fit is not delivered,
+        // so its envelope goes back to the store.
+        match self.client.try_publish(topic, QoS::AtLeastOnce, false, text) {
+            Ok(()) => self.awaiting_pkid.push_back(delivered),
+            Err(error) => tracing::debug!(user = %user, %error, "broker queue full; frame kept for later"),
         }
     }
 }

@@ -170,6 +170,9 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                     break Ended::Lost(error.to_string());
                 }
             }
+            () = sleep_until(acks.deadline()), if acks.deadline().is_some() => {
+                break Ended::Lost("a delivery ping did not come back".into());
+            }
             item = link.next() => {
                 // Stanzas that arrived together are handled together: one store transaction for
                 // their ids, then routed in arrival order.
@@ -187,7 +190,7 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                         Some(Ok(element)) => {
                             let stanza = to_client(element);
                             tracing::trace!(stanza = %String::from(&stanza), "stanza from xmpp");
-                            if !acks.answered(&stanza) {
+                            if !acks.answered(&stanza, &addressing.component) {
                                 stanzas.push(stanza);
                             }
                         }
@@ -226,15 +229,25 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
 }
 
 /// XEP-0114 has no acknowledgements: a stanza written to the server may die with the server.
-/// So a stanza counts as delivered only once the server has answered a ping sent after it: the
-/// server handles a stream in order, so its answer proves it took everything before. One ping
-/// covers every stanza written while the previous one was out.
+/// So a stanza counts as delivered only once a ping sent after it has come back: the component
+/// pings its own domain, which the server routes back to it, after everything written before
+/// (a server handles a stream in order). One ping covers every stanza written while the previous
+/// one was out. A ping that does not come back in time means the link is dead.
 #[derive(Default)]
 struct Acknowledgements {
     written: Vec<Delivered>,
-    outstanding: Option<(String, Vec<Delivered>)>,
+    outstanding: Option<Outstanding>,
     sequence: u64,
 }
+
+struct Outstanding {
+    id: String,
+    proofs: Vec<Delivered>,
+    deadline: tokio::time::Instant,
+}
+
+/// How long a delivery ping may take to come back before the link counts as dead.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Acknowledgements {
     fn written(&mut self, delivered: Delivered) {
@@ -247,30 +260,47 @@ impl Acknowledgements {
         }
         self.sequence += 1;
         let id = format!("ack-{}", self.sequence);
-        let ping = ping_with_id(component, &id);
-        self.outstanding = Some((id, std::mem::take(&mut self.written)));
+        let ping = ping_to(component, component, &id);
+        self.outstanding = Some(Outstanding {
+            id,
+            proofs: std::mem::take(&mut self.written),
+            deadline: tokio::time::Instant::now() + ACK_TIMEOUT,
+        });
         Some(ping)
     }
 
-    /// True when `stanza` was the answer to the outstanding ping (result or error alike: either
-    /// way the server has processed what came before).
-    fn answered(&mut self, stanza: &Element) -> bool {
-        let is_answer = stanza.name() == "iq"
-            && matches!(stanza.attr("type"), Some("result" | "error"))
-            && self.outstanding.as_ref().is_some_and(|(id, _)| stanza.attr("id") == Some(id.as_str()));
-        if is_answer && let Some((_, delivered)) = self.outstanding.take() {
-            delivered.into_iter().for_each(Delivered::confirm);
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.outstanding.as_ref().map(|o| o.deadline)
+    }
+
+    /// True when `stanza` is our delivery ping come back (from our own domain, so nobody else
+    /// can fake it).
+    fn answered(&mut self, stanza: &Element, component: &str) -> bool {
+        let ours = stanza.name() == "iq"
+            && stanza.attr("from") == Some(component)
+            && self.outstanding.as_ref().is_some_and(|o| stanza.attr("id") == Some(o.id.as_str()));
+        if ours && let Some(outstanding) = self.outstanding.take() {
+            outstanding.proofs.into_iter().for_each(Delivered::confirm);
         }
-        is_answer
+        ours
     }
 }
 
-fn ping(component: &str, id: u64) -> Element {
-    ping_with_id(component, &format!("ping-{id}"))
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
-fn ping_with_id(component: &str, id: &str) -> Element {
+/// A keep-alive ping to the server (the component's parent domain; any answer, even an error,
+/// shows the link is alive).
+fn ping(component: &str, id: u64) -> Element {
     let server = component.split_once('.').map_or(component, |(_, parent)| parent);
+    ping_to(component, server, &format!("ping-{id}"))
+}
+
+fn ping_to(component: &str, server: &str, id: &str) -> Element {
     Element::builder("iq", crate::namespace::CLIENT)
         .attr(crate::convert::ncname("type"), "get")
         .attr(crate::convert::ncname("id"), id)

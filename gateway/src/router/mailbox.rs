@@ -40,6 +40,10 @@ pub(crate) enum MailboxCommand {
     Deliverable {
         session: SessionId,
     },
+    /// The session can no longer receive (an MQTT client unsubscribed from its `in` topic).
+    Undeliverable {
+        session: SessionId,
+    },
     Close {
         session: SessionId,
     },
@@ -96,6 +100,11 @@ pub(crate) struct Mailbox {
     processed: u64,
     /// Replayed envelopes confirmed by the client, to delete from the store in one batch.
     confirmed: Vec<QueueSeq>,
+    /// Stored envelopes handed to a session and not yet settled: a replay skips them.
+    handed_out: std::collections::HashSet<QueueSeq>,
+    /// Something was stored while she had a deliverable session (it died before confirming, or a
+    /// session just became deliverable): replay once the current event is handled.
+    replay_due: bool,
 }
 
 impl Mailbox {
@@ -121,6 +130,8 @@ impl Mailbox {
             presence: None,
             processed: 0,
             confirmed: Vec::new(),
+            handed_out: std::collections::HashSet::new(),
+            replay_due: false,
         }
     }
 
@@ -146,6 +157,12 @@ impl Mailbox {
                     }
                 }
             }
+            if self.replay_due {
+                self.replay_due = false;
+                if let Some(session) = self.sessions.iter().rev().find(|s| s.deliverable).map(|s| s.id) {
+                    self.replay(session).await;
+                }
+            }
             if self.confirmed.len() >= DEQUEUE_BATCH || (inbox.is_empty() && self.inflight.is_empty()) {
                 self.flush_confirmed().await;
             }
@@ -169,6 +186,7 @@ impl Mailbox {
                 let _ = reply.send(result);
             }
             MailboxCommand::Deliverable { session } => self.make_deliverable(session).await,
+            MailboxCommand::Undeliverable { session } => self.make_undeliverable(session),
             MailboxCommand::Close { session } => self.close(session).await,
             MailboxCommand::Sent { contact, action } => self.sent_subscription(contact, action).await,
         }
@@ -196,7 +214,6 @@ impl Mailbox {
     }
 
     async fn make_deliverable(&mut self, session: SessionId) {
-        let first = !self.sessions.iter().any(|s| s.deliverable);
         let Some(entry) = self.sessions.iter_mut().find(|s| s.id == session) else {
             return;
         };
@@ -204,14 +221,22 @@ impl Mailbox {
             return;
         }
         entry.deliverable = true;
-        if first {
-            self.replay(session).await;
+        // Whatever waits in the store goes to this session first (and what is already on its way
+        // to another session is skipped).
+        self.replay(session).await;
+    }
+
+    fn make_undeliverable(&mut self, session: SessionId) {
+        if let Some(entry) = self.sessions.iter_mut().find(|s| s.id == session) {
+            entry.deliverable = false;
         }
     }
 
     /// Hands the offline queue to the session, oldest first. Entries are deleted from the store
     /// only once the client confirms them.
     async fn replay(&mut self, session: SessionId) {
+        // Confirmed but not yet deleted entries must not go out twice.
+        self.flush_confirmed().await;
         let ttl_ms = i64::try_from(self.settings.offline_ttl.as_millis()).unwrap_or(i64::MAX);
         let cutoff = Timestamp::now().0.saturating_sub(ttl_ms);
         let mut after = None;
@@ -228,6 +253,9 @@ impl Mailbox {
             }
             for queued in page {
                 after = Some(queued.seq);
+                if self.handed_out.contains(&queued.seq) {
+                    continue;
+                }
                 if queued.envelope.ts.0 < cutoff {
                     self.confirmed.push(queued.seq);
                     continue;
@@ -241,6 +269,7 @@ impl Mailbox {
                     return;
                 }
                 let seq = queued.seq;
+                self.handed_out.insert(seq);
                 self.inflight.push_back(Box::pin(async move {
                     Completion::Replayed {
                         seq,
@@ -376,12 +405,17 @@ impl Mailbox {
             Completion::Live { envelope, reply, delivered: false } => {
                 let outcome = self.enqueue(&envelope).await;
                 let _ = reply.send(outcome);
+                self.replay_due |= self.sessions.iter().any(|s| s.deliverable);
             }
             Completion::Replayed { seq, delivered: true } => {
+                self.handed_out.remove(&seq);
                 self.confirmed.push(seq);
             }
-            // Still in the store; replayed again when she next becomes reachable.
-            Completion::Replayed { delivered: false, .. } => {}
+            // Still in the store: replayed to another session if she has one, else on her return.
+            Completion::Replayed { seq, delivered: false } => {
+                self.handed_out.remove(&seq);
+                self.replay_due |= self.sessions.iter().any(|s| s.deliverable);
+            }
         }
     }
 

@@ -93,6 +93,18 @@ impl SessionLease {
         }
     }
 
+    /// The session stops receiving; what arrives meanwhile waits in the store until it (or
+    /// another session) is deliverable again.
+    pub async fn set_undeliverable(&self) {
+        let _ = self
+            .commands
+            .send(Command::ToMailbox {
+                owner: self.owner.clone(),
+                command: MailboxCommand::Undeliverable { session: self.id },
+            })
+            .await;
+    }
+
     /// Resolves when the router cuts this session off (a slow consumer); the adapter then closes
     /// the connection.
     pub fn kicked(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {

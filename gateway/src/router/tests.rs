@@ -129,3 +129,33 @@ async fn remote_addresses_wait_for_their_route_in_order() {
     }
     assert_eq!(live.await, Outcome::Delivered);
 }
+
+#[tokio::test]
+async fn what_a_dying_session_never_confirmed_goes_to_her_other_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(dir.path()).await;
+    let mut old = router.open_session(user("bob"), "test").await.expect("old");
+    old.set_deliverable().await;
+    let pending = router.submit(chat("alice", "bob", "in flight")).await;
+    let in_flight = old.outbound.recv().await.expect("frame");
+    // A reconnect: the new session is deliverable before the old one has gone.
+    let mut new = router.open_session(user("bob"), "test").await.expect("new");
+    new.set_deliverable().await;
+    drop(in_flight);
+    drop(old);
+    assert_eq!(pending.await, Outcome::Stored);
+    let again = new.outbound.recv().await.expect("replayed to the live session");
+    assert_eq!(text_of(&again), "in flight");
+}
+
+#[tokio::test]
+async fn an_undeliverable_session_gets_what_waited_once_deliverable_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = router(dir.path()).await;
+    let mut bob = router.open_session(user("bob"), "test").await.expect("bob");
+    bob.set_deliverable().await;
+    bob.set_undeliverable().await;
+    assert_eq!(router.submit(chat("alice", "bob", "meanwhile")).await.await, Outcome::Stored);
+    bob.set_deliverable().await;
+    assert_eq!(text_of(&bob.outbound.recv().await.expect("frame")), "meanwhile");
+}

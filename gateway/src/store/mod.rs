@@ -103,7 +103,7 @@ impl MessageAliases {
 }
 
 /// Position of an envelope in an offline queue; increases with every append.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueSeq(pub i64);
 
 #[derive(Clone, Debug, PartialEq)]

@@ -107,6 +107,10 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         lease.set_deliverable().await;
     }
     let end = client.run(&mut reader, &mut writer, lease, &connect, attached.taken_over).await;
+    // Unconfirmed deliveries are released now, so the mailbox stores them at once instead of
+    // waiting for this task to end.
+    client.inflight.clear();
+    client.unconfirmed_writes.clear();
     match &end {
         End::Disconnect | End::Shutdown | End::TakenOver => {}
         End::Lost(reason) => {
@@ -227,11 +231,12 @@ impl Client {
                         break End::Lost("session closed by the router".into());
                     };
                     // Not subscribed (any more): leave the proof unresolved so the router keeps
-                    // the envelope for later.
-                    if self.subscription.is_some()
-                        && let Some(frame) = self.session.frame_for(&envelope) {
-                            self.publish_frame(writer, &frame, delivered);
-                        }
+                    // the envelope for later. Nothing to show the client: nothing to wait for.
+                    match (self.subscription, self.session.frame_for(&envelope)) {
+                        (Some(_), Some(frame)) => self.publish_frame(writer, &frame, delivered),
+                        (Some(_), None) => delivered.into_iter().for_each(Delivered::confirm),
+                        (None, _) => {}
+                    }
                 }
                 () = shutdown.cancelled(), if reading => reading = false,
                 () = sleep_until(deadline), if reading && deadline.is_some() => {
@@ -300,9 +305,10 @@ impl Client {
                 }
             }
             Packet::Unsubscribe(unsubscribe) => {
-                if unsubscribe.topics.contains(&self.in_topic) {
+                if unsubscribe.topics.contains(&self.in_topic) && self.subscription.is_some() {
                     self.subscription = None;
                     self.shared.registry.set_subscription(&self.user, &self.client_id, None);
+                    lease.set_undeliverable().await;
                 }
                 writer.queue(&Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)));
             }
