@@ -20,5 +20,6 @@ pub use error::ConfigError;
 pub use load::{ENV_PREFIX, load, load_from_str};
 pub use secret::Secret;
 pub use sections::{
-    AuthConfig, Config, GatewayConfig, HttpConfig, LimitsConfig, MqttConfig, MqttMode, XmppConfig,
+    ApnsConfig, AuthConfig, BaiduConfig, Config, FcmConfig, GatewayConfig, HttpConfig, LimitsConfig, MqttConfig,
+    MqttMode, PushConfig, PushContent, XmppConfig,
 };

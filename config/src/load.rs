@@ -193,6 +193,39 @@ mod tests {
     }
 
     #[test]
+    fn push_sections_are_optional_and_checked() {
+        Jail::expect_with(|_| {
+            let config = load_from_str("").map_err(|e| e.to_string())?;
+            assert!(config.push.is_none(), "no push unless configured");
+
+            let config = load_from_str(
+                "[push]\ncontent = \"none\"\n[push.baidu]\napi_key = \"k\"\nsecret_key = \"s3cret\"\n",
+            )
+            .map_err(|e| e.to_string())?;
+            let push = config.push.as_ref().ok_or("push missing")?;
+            assert_eq!(push.coalesce_window.to_string(), "30s");
+            assert_eq!(push.content, crate::PushContent::None);
+            assert!(push.fcm.is_none() && push.apns.is_none());
+            let printed = toml::to_string(&config).map_err(|e| e.to_string())?;
+            assert!(!printed.contains("s3cret"), "{printed}");
+
+            let error = load_from_str("[push.apns]\nteam_id = \"short\"\nkey_id = \"KEY1234567\"\nkey = \"k.p8\"\ntopic = \"t\"\n")
+                .err()
+                .ok_or("accepted a bad team id")?;
+            assert_eq!(error.key(), Some("push.apns.team_id"));
+
+            let error = load_from_str("[push.fcm]\nproject_id = \"p\"\nservice_account = \"sa.json\"\nendpoint = \"https://h/v1\"\n")
+                .err()
+                .ok_or("accepted an endpoint with a path")?;
+            assert_eq!(error.key(), Some("push.fcm.endpoint"));
+
+            let error = load_from_str("[push.fcm]\nprojectid = \"p\"\n").err().ok_or("accepted an unknown key")?;
+            assert_eq!(error.key(), Some("push.fcm.projectid"));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_are_masked_when_printed() {
         Jail::expect_with(|_| {
             let config = load_from_str(

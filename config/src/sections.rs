@@ -17,7 +17,105 @@ pub struct Config {
     /// Absent: no XMPP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xmpp: Option<XmppConfig>,
+    /// Absent: no push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushConfig>,
     pub limits: LimitsConfig,
+}
+
+/// Waking phones that have no live session. Each provider section is optional.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// At most one notification per device per window.
+    #[serde(default = "default_coalesce_window")]
+    pub coalesce_window: Duration,
+    /// An extra CA trusted for the push endpoints (tests, corporate proxies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// What a notification shows: the message text, only who sent it, or nothing but "new message".
+    #[serde(default)]
+    pub content: PushContent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fcm: Option<FcmConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apns: Option<ApnsConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baidu: Option<BaiduConfig>,
+}
+
+fn default_coalesce_window() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Notifications pass through Google's, Apple's or Baidu's servers: the operator chooses how
+/// much of a message they carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushContent {
+    /// Sender and message text.
+    Full,
+    /// Sender only.
+    #[default]
+    Sender,
+    /// A bare "new message".
+    None,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmConfig {
+    pub project_id: String,
+    /// The service-account JSON; its `token_uri` is where access tokens are fetched.
+    pub service_account: PathBuf,
+    /// Base URL; the standard path `/v1/projects/{id}/messages:send` is appended.
+    #[serde(default = "default_fcm_endpoint")]
+    pub endpoint: String,
+}
+
+fn default_fcm_endpoint() -> String {
+    "https://fcm.googleapis.com".into()
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsConfig {
+    pub team_id: String,
+    pub key_id: String,
+    /// The `.p8` signing key (PKCS#8 PEM).
+    pub key: PathBuf,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: String,
+    /// Use Apple's development host.
+    #[serde(default)]
+    pub sandbox: bool,
+    /// Base URL; defaults to Apple's production or sandbox host. `/3/device/{token}` is appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+impl ApnsConfig {
+    pub fn base_url(&self) -> String {
+        match (&self.endpoint, self.sandbox) {
+            (Some(endpoint), _) => endpoint.clone(),
+            (None, true) => "https://api.sandbox.push.apple.com".into(),
+            (None, false) => "https://api.push.apple.com".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaiduConfig {
+    pub api_key: String,
+    pub secret_key: Secret,
+    /// Base URL; `/rest/3.0/push/single_device` is appended.
+    #[serde(default = "default_baidu_endpoint")]
+    pub endpoint: String,
+}
+
+fn default_baidu_endpoint() -> String {
+    "https://api.tuisong.baidu.com".into()
 }
 
 /// The XEP-0114 component link to an XMPP server.

@@ -1,7 +1,7 @@
 //! Checks across fields, which serde cannot express. Each names the key to change.
 
 use crate::error::ConfigError;
-use crate::sections::Config;
+use crate::sections::{Config, PushConfig};
 
 pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     let domain = &config.gateway.domain;
@@ -82,6 +82,9 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid("xmpp.secret", "must not be empty"));
         }
     }
+    if let Some(push) = &config.push {
+        validate_push(push)?;
+    }
     let limits = &config.limits;
     if limits.max_frame_bytes < 256 || limits.max_frame_bytes > 16 * 1024 * 1024 {
         return Err(ConfigError::invalid(
@@ -99,6 +102,50 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid("limits.offline_max", "must be at least 1"));
     }
     Ok(())
+}
+
+fn validate_push(push: &PushConfig) -> Result<(), ConfigError> {
+    if push.coalesce_window.get().is_zero() {
+        return Err(ConfigError::invalid("push.coalesce_window", "must be longer than 0s"));
+    }
+    if let Some(fcm) = &push.fcm {
+        if fcm.project_id.is_empty() || !fcm.project_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(ConfigError::invalid("push.fcm.project_id", "must be a Firebase project id"));
+        }
+        check_base_url("push.fcm.endpoint", &fcm.endpoint)?;
+    }
+    if let Some(apns) = &push.apns {
+        for (key, value) in [("push.apns.team_id", &apns.team_id), ("push.apns.key_id", &apns.key_id)] {
+            if value.len() != 10 || !value.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(ConfigError::invalid(key, "must be Apple's 10-character identifier"));
+            }
+        }
+        if apns.topic.is_empty() {
+            return Err(ConfigError::invalid("push.apns.topic", "must be the app's bundle id"));
+        }
+        if let Some(endpoint) = &apns.endpoint {
+            check_base_url("push.apns.endpoint", endpoint)?;
+        }
+    }
+    if let Some(baidu) = &push.baidu {
+        if baidu.api_key.is_empty() {
+            return Err(ConfigError::invalid("push.baidu.api_key", "must not be empty"));
+        }
+        if baidu.secret_key.expose().is_empty() {
+            return Err(ConfigError::invalid("push.baidu.secret_key", "must not be empty"));
+        }
+        check_base_url("push.baidu.endpoint", &baidu.endpoint)?;
+    }
+    Ok(())
+}
+
+/// A base URL is scheme, host and port: the provider's standard path is appended to it.
+fn check_base_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => Ok(()),
+        _ => Err(ConfigError::invalid(key, "must be a base URL such as https://host:port (no path)")),
+    }
 }
 
 impl Config {
