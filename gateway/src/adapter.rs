@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::health::Health;
 use crate::router::RouterHandle;
 use crate::store::MessageAliases;
+use crate::wake::WakeOutbox;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -51,6 +52,8 @@ pub struct AdapterContext {
     pub health: Health,
     /// How messages exchanged with other systems are known there.
     pub aliases: MessageAliases,
+    /// Who is to be woken, and the devices to wake.
+    pub wake_outbox: WakeOutbox,
     /// Cancelled when the gateway begins to shut down: stop accepting, settle in-flight work, return.
     pub shutdown: CancellationToken,
 }

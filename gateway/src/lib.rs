@@ -11,6 +11,7 @@
 //! - `store`: the durable store behind a trait (SQLite embedded, PostgreSQL shared).
 //! - `auth`: JWT verification and minting, shared by every adapter that logs users in.
 //! - `health`: which configured peers are reachable, for `/healthz`.
+//! - `wake`: when a user without a live session is to be woken, and the outbox that keeps it.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod outcome;
 pub mod roster;
 pub mod router;
 pub mod store;
+pub mod wake;
 
 pub use adapter::{Adapter, AdapterContext, AdapterError, bind_listener};
 pub use address::{Address, AddressError, Domain, RemoteAddress, UserId};

@@ -13,6 +13,7 @@ use crate::envelope::Envelope;
 use crate::id::SessionId;
 use crate::outcome::Outcome;
 use crate::store::StoreError;
+use crate::wake::{WakeSignal, WakeSignals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -27,11 +28,18 @@ pub enum RouterError {
 pub struct RouterHandle {
     commands: mpsc::Sender<Command>,
     settings: Arc<RouterSettings>,
+    wakes: WakeSignals,
 }
 
 impl RouterHandle {
-    pub(crate) fn new(commands: mpsc::Sender<Command>, settings: Arc<RouterSettings>) -> Self {
-        Self { commands, settings }
+    pub(crate) fn new(commands: mpsc::Sender<Command>, settings: Arc<RouterSettings>, wakes: WakeSignals) -> Self {
+        Self { commands, settings, wakes }
+    }
+
+    /// For the waking adapter: who is to be woken, and who came back. Only the latest
+    /// subscriber receives signals.
+    pub fn subscribe_wakes(&self) -> mpsc::UnboundedReceiver<WakeSignal> {
+        self.wakes.subscribe()
     }
 
     pub fn settings(&self) -> &RouterSettings {

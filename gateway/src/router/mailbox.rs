@@ -20,6 +20,7 @@ use crate::id::SessionId;
 use crate::metrics;
 use crate::outcome::{Outcome, Rejection};
 use crate::store::{QueueName, QueueSeq, Store, StoreError};
+use crate::wake::{Wake, WakeSignal, WakeSignals};
 
 const REPLAY_PAGE: u32 = 128;
 const DEQUEUE_BATCH: usize = 64;
@@ -90,6 +91,7 @@ pub(crate) struct Mailbox {
     store: Arc<dyn Store>,
     settings: Arc<RouterSettings>,
     router: mpsc::WeakSender<Command>,
+    wakes: WakeSignals,
     sessions: Vec<SessionEntry>,
     /// In delivery order, so that envelopes a dying session never confirmed are stored back in the
     /// order they were sent.
@@ -113,6 +115,7 @@ impl Mailbox {
         store: Arc<dyn Store>,
         settings: Arc<RouterSettings>,
         router: mpsc::WeakSender<Command>,
+        wakes: WakeSignals,
     ) -> Self {
         let queue = match &owner {
             Owner::User(user) => QueueName::user(user),
@@ -124,6 +127,7 @@ impl Mailbox {
             store,
             settings,
             router,
+            wakes,
             sessions: Vec::new(),
             inflight: FuturesOrdered::new(),
             queue_len: None,
@@ -206,6 +210,14 @@ impl Mailbox {
             let presence = last.unwrap_or(PresenceBody { show: Show::Available, status: None });
             self.broadcast_presence(presence).await;
             self.probe_contacts().await;
+            if self.settings.wake_offline_users {
+                // Cleared here, in order with the wakes this mailbox records, so a wake recorded
+                // after she leaves again is never swept away with the old ones.
+                if let Err(error) = self.store.clear_wakes(user).await {
+                    tracing::warn!(owner = %self.owner, %error, "cannot clear wakes");
+                }
+                self.wakes.send(WakeSignal::Online(user.clone()));
+            }
         }
         ::metrics::gauge!(metrics::SESSIONS, "adapter" => entry.adapter).increment(1.0);
         tracing::debug!(owner = %self.owner, session = %entry.id, adapter = entry.adapter, "session opened");
@@ -332,7 +344,7 @@ impl Mailbox {
         let targets: Vec<SessionId> = self.sessions.iter().filter(|s| s.deliverable).map(|s| s.id).collect();
         if targets.is_empty() {
             if queued_offline {
-                let outcome = self.enqueue(&envelope).await;
+                let outcome = self.store_for_later(&envelope).await;
                 let _ = reply.send(outcome);
             } else {
                 let _ = reply.send(Outcome::Accepted);
@@ -361,7 +373,7 @@ impl Mailbox {
             }
         }
         if proofs.is_empty() {
-            let outcome = self.enqueue(&envelope).await;
+            let outcome = self.store_for_later(&envelope).await;
             let _ = reply.send(outcome);
             return;
         }
@@ -403,7 +415,9 @@ impl Mailbox {
                 let _ = reply.send(Outcome::Delivered);
             }
             Completion::Live { envelope, reply, delivered: false } => {
-                let outcome = self.enqueue(&envelope).await;
+                // Her connection died before she had it (a phone losing its network): if no
+                // session is left, her phone is woken as if she had been offline all along.
+                let outcome = self.store_for_later(&envelope).await;
                 let _ = reply.send(outcome);
                 self.replay_due |= self.sessions.iter().any(|s| s.deliverable);
             }
@@ -419,7 +433,23 @@ impl Mailbox {
         }
     }
 
-    async fn enqueue(&mut self, envelope: &Envelope) -> Outcome {
+    /// Stores an envelope she could not have now; with no live session at all, her devices are
+    /// to be woken for it (recorded in the same transaction).
+    async fn store_for_later(&mut self, envelope: &Envelope) -> Outcome {
+        let wake = match &self.owner {
+            Owner::User(user) if self.settings.wake_offline_users && self.sessions.is_empty() => {
+                Wake::for_envelope(user, envelope)
+            }
+            _ => None,
+        };
+        let outcome = self.enqueue(envelope, wake.as_ref()).await;
+        if let (Outcome::Stored, Some(wake)) = (&outcome, wake) {
+            self.wakes.send(WakeSignal::Pending(wake.user));
+        }
+        outcome
+    }
+
+    async fn enqueue(&mut self, envelope: &Envelope, wake: Option<&Wake>) -> Outcome {
         let len = match self.queue_len {
             Some(len) => len,
             None => match self.store.queue_len(&self.queue).await {
@@ -435,7 +465,11 @@ impl Mailbox {
             self.queue_len = Some(len);
             return Outcome::Rejected(Rejection::QueueFull);
         }
-        match self.store.enqueue(&self.queue, envelope).await {
+        let stored = match wake {
+            Some(wake) => self.store.enqueue_waking(&self.queue, envelope, wake).await.map(|(seq, _)| seq),
+            None => self.store.enqueue(&self.queue, envelope).await,
+        };
+        match stored {
             Ok(_) => {
                 self.queue_len = Some(len + 1);
                 ::metrics::counter!(metrics::STORED).increment(1);

@@ -25,6 +25,7 @@ use crate::envelope::{Body, Envelope, Timestamp};
 use crate::metrics;
 use crate::outcome::{Outcome, Rejection};
 use crate::store::{Store, StoreError};
+use crate::wake::WakeSignals;
 pub(crate) use mailbox::Owner;
 use mailbox::{Mailbox, MailboxCommand};
 use session::SessionEntry;
@@ -45,6 +46,9 @@ pub struct RouterSettings {
     pub mailbox_idle: Duration,
     /// Answer every subscription request with `subscribed` on the user's behalf.
     pub auto_accept_subscriptions: bool,
+    /// Record a wake for messages and subscription requests stored while their user has no live
+    /// session (a waking adapter is configured).
+    pub wake_offline_users: bool,
 }
 
 impl RouterSettings {
@@ -58,6 +62,7 @@ impl RouterSettings {
             offline_ttl: Duration::from_secs(30 * 86_400),
             mailbox_idle: Duration::from_secs(30),
             auto_accept_subscriptions: false,
+            wake_offline_users: false,
         }
     }
 }
@@ -107,9 +112,11 @@ pub async fn spawn(
     }
     let settings = Arc::new(settings);
     let (commands, inbox) = mpsc::channel(4096);
+    let wakes = WakeSignals::default();
     let router = Router {
         store,
         settings: settings.clone(),
+        wakes: wakes.clone(),
         known,
         mailboxes: HashMap::new(),
         remote_route: None,
@@ -117,12 +124,13 @@ pub async fn spawn(
         tracker: tracker.clone(),
     };
     tracker.spawn(router.run(inbox));
-    Ok(RouterHandle::new(commands, settings))
+    Ok(RouterHandle::new(commands, settings, wakes))
 }
 
 struct Router {
     store: Arc<dyn Store>,
     settings: Arc<RouterSettings>,
+    wakes: WakeSignals,
     known: HashSet<UserId>,
     mailboxes: HashMap<Owner, MailboxRef>,
     /// The route that carries remote addresses, once a federating adapter registered it.
@@ -220,6 +228,7 @@ impl Router {
                     self.store.clone(),
                     self.settings.clone(),
                     self.commands.clone(),
+                    self.wakes.clone(),
                 );
                 self.tracker.spawn(mailbox.run(inbox));
                 MailboxRef { commands, sent: 0 }

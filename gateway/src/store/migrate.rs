@@ -16,17 +16,22 @@ const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/common/0002_roster.sql")),
     (3, include_str!("../../migrations/common/0003_aliases.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_wakes.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/common/0002_roster.sql")),
     (3, include_str!("../../migrations/common/0003_aliases.sql")),
+    (4, include_str!("../../migrations/postgres/0004_wakes.sql")),
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
-        .execute(pool)
-        .await?;
+    let create = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)";
+    // IF NOT EXISTS takes no lock on PostgreSQL: of nodes starting at once, all but one may fail
+    // on the catalog's unique index, once the winner has committed. The table exists then.
+    if sqlx::query(create).execute(pool).await.is_err() {
+        sqlx::query(create).execute(pool).await?;
+    }
     let migrations = match backend {
         Backend::Sqlite => SQLITE,
         Backend::Postgres => POSTGRES,

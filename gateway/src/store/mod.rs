@@ -15,7 +15,8 @@ pub use sql::SqlStore;
 use crate::address::{Address, UserId};
 use crate::id::MessageId;
 use crate::roster::RosterItem;
-use crate::envelope::{DeviceRegistration, Envelope, PresenceBody, Timestamp};
+use crate::envelope::{DeviceRegistration, Envelope, Platform, PresenceBody, Timestamp};
+use crate::wake::{Wake, WakeSeq, WakeSummary, WakeTarget};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -119,6 +120,13 @@ pub trait Store: Send + Sync + 'static {
     fn ensure_user<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, bool>;
     /// Appends to an offline queue; durable when the future resolves.
     fn enqueue<'a>(&'a self, queue: &'a QueueName, envelope: &'a Envelope) -> StoreFuture<'a, QueueSeq>;
+    /// [`Store::enqueue`], and records in the same transaction that her devices are to be woken.
+    fn enqueue_waking<'a>(
+        &'a self,
+        queue: &'a QueueName,
+        envelope: &'a Envelope,
+        wake: &'a Wake,
+    ) -> StoreFuture<'a, (QueueSeq, WakeSeq)>;
     /// Up to `limit` queued envelopes after `after`, oldest first.
     fn queued<'a>(
         &'a self,
@@ -128,7 +136,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, Vec<QueuedEnvelope>>;
     fn queue_len<'a>(&'a self, queue: &'a QueueName) -> StoreFuture<'a, u64>;
     fn dequeue<'a>(&'a self, queue: &'a QueueName, seqs: &'a [QueueSeq]) -> StoreFuture<'a, ()>;
-    /// Drops queued envelopes stored before `cutoff`; returns how many.
+    /// Drops queued envelopes (and wakes) stored before `cutoff`; returns how many envelopes.
     fn expire_queued(&self, cutoff: Timestamp) -> StoreFuture<'_, u64>;
     /// The last presence a user set, to restore when she comes back.
     fn save_presence<'a>(&'a self, user: &'a UserId, presence: &'a PresenceBody) -> StoreFuture<'a, ()>;
@@ -147,6 +155,20 @@ pub trait Store: Send + Sync + 'static {
     fn alias_of<'a>(&'a self, id: &'a MessageId) -> StoreFuture<'a, Option<MessageAlias>>;
     /// The message `peer` knows as `foreign_id`, if `peer` is party to it.
     fn resolve_alias<'a>(&'a self, peer: &'a Address, foreign_id: &'a str) -> StoreFuture<'a, Option<MessageAlias>>;
+    /// She is online: nothing is to be woken any more. Returns how many wakes were dropped.
+    fn clear_wakes<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, u64>;
+    fn users_with_wakes(&self) -> StoreFuture<'_, Vec<UserId>>;
+    fn wake_summary<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Option<WakeSummary>>;
+    fn wake_targets<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<WakeTarget>>;
+    fn mark_notified<'a>(
+        &'a self,
+        platform: Platform,
+        token: &'a str,
+        covered: WakeSeq,
+        at: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+    /// Removes a device whoever it belongs to; false when there was none.
+    fn remove_device<'a>(&'a self, platform: Platform, token: &'a str) -> StoreFuture<'a, bool>;
     /// A cheap round trip, for `/healthz`.
     fn ping(&self) -> StoreFuture<'_, ()>;
 }

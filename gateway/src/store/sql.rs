@@ -9,7 +9,8 @@ use super::{MessageAlias, QueueName, QueueSeq, QueuedEnvelope, Store, StoreError
 use crate::id::MessageId;
 use crate::address::{Address, UserId};
 use crate::roster::RosterItem;
-use crate::envelope::{DeviceRegistration, Envelope, PresenceBody, Timestamp};
+use crate::envelope::{DeviceAction, DeviceRegistration, Envelope, Platform, PresenceBody, Timestamp};
+use crate::wake::{Wake, WakeKind, WakeSeq, WakeSummary, WakeTarget};
 
 /// SQLite or PostgreSQL through sqlx's `Any` driver: one set of queries (`$N` placeholders work on
 /// both), two migration directories.
@@ -82,6 +83,23 @@ fn alias_from_row(row: sqlx::any::AnyRow) -> Result<MessageAlias, StoreError> {
     })
 }
 
+fn platform_from_str(platform: String) -> Result<Platform, StoreError> {
+    Ok(serde_json::from_value(serde_json::Value::String(platform))?)
+}
+
+fn wake_from_row(row: &sqlx::any::AnyRow) -> Result<Wake, StoreError> {
+    let sender: String = row.try_get("sender")?;
+    let kind: String = row.try_get("kind")?;
+    Ok(Wake {
+        user: user_from_row(row.try_get("user_name")?)?,
+        from: serde_json::from_str(&sender)?,
+        kind: serde_json::from_value::<WakeKind>(serde_json::Value::String(kind))?,
+        text: row.try_get("text")?,
+        msg: MessageId::from_string(row.try_get::<String, _>("msg")?),
+        at: Timestamp(row.try_get("created_ms")?),
+    })
+}
+
 fn user_from_row(name: String) -> Result<UserId, StoreError> {
     UserId::parse(&name).map_err(|e| StoreError::Corrupt(serde::de::Error::custom(e)))
 }
@@ -124,6 +142,46 @@ impl Store for SqlStore {
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(QueueSeq(row.try_get::<i64, _>("seq")?))
+            }
+            .await;
+            observe("enqueue", started, &result);
+            result
+        })
+    }
+
+    fn enqueue_waking<'a>(
+        &'a self,
+        queue: &'a QueueName,
+        envelope: &'a Envelope,
+        wake: &'a Wake,
+    ) -> StoreFuture<'a, (QueueSeq, WakeSeq)> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = async {
+                let json = serde_json::to_string(envelope)?;
+                let sender = serde_json::to_string(&wake.from)?;
+                let mut tx = self.pool.begin().await?;
+                let queued = sqlx::query(
+                    "INSERT INTO offline (user_name, created_ms, envelope) VALUES ($1, $2, $3) RETURNING seq",
+                )
+                .bind(queue.as_str())
+                .bind(Timestamp::now().0)
+                .bind(json)
+                .fetch_one(&mut *tx)
+                .await?;
+                let woken = sqlx::query(
+                    "INSERT INTO wakes (user_name, sender, kind, text, msg, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                )
+                .bind(wake.user.as_str())
+                .bind(sender)
+                .bind(wake.kind.as_str())
+                .bind(wake.text.clone())
+                .bind(wake.msg.as_str())
+                .bind(wake.at.0)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok((QueueSeq(queued.try_get::<i64, _>("seq")?), WakeSeq(woken.try_get::<i64, _>("seq")?)))
             }
             .await;
             observe("enqueue", started, &result);
@@ -203,6 +261,7 @@ impl Store for SqlStore {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
+            sqlx::query("DELETE FROM wakes WHERE created_ms < $1").bind(cutoff.0).execute(&self.pool).await?;
             Ok(removed)
         })
     }
@@ -407,6 +466,110 @@ impl Store for SqlStore {
             .fetch_optional(&self.pool)
             .await?;
             row.map(alias_from_row).transpose()
+        })
+    }
+
+    fn clear_wakes<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let removed = sqlx::query("DELETE FROM wakes WHERE user_name = $1")
+                .bind(user.as_str())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            Ok(removed)
+        })
+    }
+
+    fn users_with_wakes(&self) -> StoreFuture<'_, Vec<UserId>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT DISTINCT user_name FROM wakes").fetch_all(&self.pool).await?;
+            rows.into_iter().map(|row| user_from_row(row.try_get("user_name")?)).collect()
+        })
+    }
+
+    fn wake_summary<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Option<WakeSummary>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = async {
+                let Some(newest) = sqlx::query(
+                    "SELECT seq, user_name, sender, kind, text, msg, created_ms FROM wakes WHERE user_name = $1 ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(user.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let count = sqlx::query("SELECT COUNT(*) AS n FROM wakes WHERE user_name = $1")
+                    .bind(user.as_str())
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(Some(WakeSummary {
+                    count: u64::try_from(count.try_get::<i64, _>("n")?).unwrap_or(0),
+                    newest_seq: WakeSeq(newest.try_get("seq")?),
+                    newest: wake_from_row(&newest)?,
+                }))
+            }
+            .await;
+            observe("wake_summary", started, &result);
+            result
+        })
+    }
+
+    fn wake_targets<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<WakeTarget>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT platform, token, app, os, covered_seq, notified_ms FROM devices WHERE user_name = $1 ORDER BY created_ms",
+            )
+            .bind(user.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter()
+                .map(|row| {
+                    Ok(WakeTarget {
+                        device: DeviceRegistration {
+                            action: DeviceAction::Register,
+                            platform: platform_from_str(row.try_get("platform")?)?,
+                            token: row.try_get("token")?,
+                            app: row.try_get("app")?,
+                            os: row.try_get("os")?,
+                        },
+                        covered: WakeSeq(row.try_get("covered_seq")?),
+                        notified_at: row.try_get::<Option<i64>, _>("notified_ms")?.map(Timestamp),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn mark_notified<'a>(
+        &'a self,
+        platform: Platform,
+        token: &'a str,
+        covered: WakeSeq,
+        at: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("UPDATE devices SET covered_seq = $3, notified_ms = $4 WHERE platform = $1 AND token = $2")
+                .bind(platform.as_str())
+                .bind(token.to_owned())
+                .bind(covered.0)
+                .bind(at.0)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn remove_device<'a>(&'a self, platform: Platform, token: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let removed = sqlx::query("DELETE FROM devices WHERE platform = $1 AND token = $2")
+                .bind(platform.as_str())
+                .bind(token.to_owned())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            Ok(removed > 0)
         })
     }
 
