@@ -10,8 +10,10 @@ use switchboard_gateway::auth::Authenticator;
 use switchboard_gateway::health::Health;
 use switchboard_gateway::router::{self, RouterSettings};
 use switchboard_gateway::store::{MessageAliases, SqlStore, Store};
+use switchboard_gateway::wake::WakeOutbox;
 use switchboard_gateway::{Adapter, AdapterContext, Domain};
 use switchboard_mqtt::MqttAdapter;
+use switchboard_push::PushAdapter;
 use switchboard_websocket::{WebSocketAdapter, WebSocketSettings};
 use switchboard_xmpp::{XmppAdapter, XmppSettings};
 use tokio_util::sync::CancellationToken;
@@ -68,6 +70,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     settings.offline_max = u64::from(config.limits.offline_max);
     settings.offline_ttl = config.limits.offline_ttl.get();
     settings.auto_accept_subscriptions = config.gateway.auto_accept_subscriptions;
+    settings.wake_offline_users = config.push.is_some();
 
     let mut websocket = WebSocketSettings::new(
         config.http.listen,
@@ -84,6 +87,9 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         let secret = xmpp.secret.expose().to_owned();
         let settings = XmppSettings::new(xmpp.server.clone(), domain, secret, config.limits.max_frame_bytes);
         adapters.push(Box::new(XmppAdapter::new(settings)));
+    }
+    if let Some(push) = &config.push {
+        adapters.push(Box::new(PushAdapter::new(push, &config.gateway.domain)));
     }
 
     let mut addresses = BTreeMap::new();
@@ -106,7 +112,14 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
             health.register(peer);
         }
     }
-    let context = AdapterContext { router, auth, health, aliases: MessageAliases::new(store.clone()), shutdown: shutdown.clone() };
+    let context = AdapterContext {
+        router,
+        auth,
+        health,
+        aliases: MessageAliases::new(store.clone()),
+        wake_outbox: WakeOutbox::new(store.clone()),
+        shutdown: shutdown.clone(),
+    };
     let tasks = TaskTracker::new();
     for adapter in adapters {
         let name = adapter.name();

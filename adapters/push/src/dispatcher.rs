@@ -1,0 +1,308 @@
+//! Decides, per device, when to notify, and acts on what each provider answers.
+//!
+//! The outbox (in the store) says what waits for each user; each device remembers what it was
+//! last told and when. A device is notified when something newer than it was told about waits
+//! and its coalescing window has passed since its last notification; a burst within the window
+//! becomes one notification at the window's end, carrying the count and the newest sender.
+//! Everything a decision needs is read back from the store, so a restart resumes where it was.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_config::PushContent;
+use switchboard_gateway::health::Health;
+use switchboard_gateway::wake::{WakeOutbox, WakeSeq, WakeSignal, WakeSummary, WakeTarget};
+use switchboard_gateway::{DeviceRegistration, Domain, Platform, Timestamp, UserId};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::notification::Notification;
+use crate::provider::{Delivery, Provider};
+use crate::timers::Timers;
+
+/// Requests in flight per provider: enough to keep a provider's pipe full, few enough not to
+/// look like abuse.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Attempts per notification when the provider keeps answering "later".
+const MAX_ATTEMPTS: u32 = 6;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// However long a provider asks us to wait, a notification older than this is not worth much.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+const FIRST_AUTH_PAUSE: Duration = Duration::from_secs(30);
+const MAX_AUTH_PAUSE: Duration = Duration::from_secs(600);
+const STORE_RETRY: Duration = Duration::from_secs(5);
+/// At shutdown, sends already on the wire get this long to report, so they are not repeated.
+const SHUTDOWN_SETTLE: Duration = Duration::from_secs(2);
+
+pub const PUSH_TOTAL: &str = "switchboard_push_total";
+
+type DeviceKey = (Platform, String);
+
+pub struct Policy {
+    pub window: Duration,
+    pub content: PushContent,
+    pub domain: Domain,
+}
+
+/// One configured provider, and whether it is paused.
+struct Slot {
+    provider: Arc<dyn Provider>,
+    permits: Arc<Semaphore>,
+    paused_until: Option<Instant>,
+    auth_pause: Duration,
+}
+
+struct Backoff {
+    attempts: u32,
+    retry_at: Instant,
+}
+
+struct Report {
+    user: UserId,
+    device: DeviceRegistration,
+    covered: WakeSeq,
+    delivery: Delivery,
+}
+
+pub struct Dispatcher {
+    outbox: WakeOutbox,
+    slots: HashMap<Platform, Slot>,
+    policy: Policy,
+    health: Health,
+    timers: Timers,
+    inflight: HashSet<DeviceKey>,
+    backoff: HashMap<DeviceKey, Backoff>,
+    sends: JoinSet<Report>,
+}
+
+impl Dispatcher {
+    pub fn new(outbox: WakeOutbox, providers: crate::Providers, policy: Policy, health: Health) -> Self {
+        let slots = providers
+            .into_iter()
+            .map(|(platform, provider)| {
+                let slot = Slot {
+                    provider,
+                    permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+                    paused_until: None,
+                    auth_pause: FIRST_AUTH_PAUSE,
+                };
+                (platform, slot)
+            })
+            .collect();
+        Self {
+            outbox,
+            slots,
+            policy,
+            health,
+            timers: Timers::default(),
+            inflight: HashSet::new(),
+            backoff: HashMap::new(),
+            sends: JoinSet::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut signals: mpsc::UnboundedReceiver<WakeSignal>, shutdown: CancellationToken) {
+        // Subscribed before reading the outbox, so nothing recorded in between is missed.
+        self.resume().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(signal) = signals.recv() => match signal {
+                    WakeSignal::Pending(user) => self.timers.schedule(user, Instant::now()),
+                    WakeSignal::Online(user) => self.timers.cancel(&user),
+                },
+                user = self.timers.next_due() => self.process(user).await,
+                Some(joined) = self.sends.join_next(), if !self.sends.is_empty() => {
+                    if let Ok(report) = joined {
+                        self.settle(report).await;
+                    }
+                }
+            }
+        }
+        let deadline = Instant::now() + SHUTDOWN_SETTLE;
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.sends.join_next()).await {
+            if let Ok(report) = joined {
+                self.settle(report).await;
+            }
+        }
+    }
+
+    async fn resume(&mut self) {
+        match self.outbox.waiting_users().await {
+            Ok(users) => {
+                if !users.is_empty() {
+                    tracing::info!(users = users.len(), "resuming notifications recorded before the restart");
+                }
+                for user in users {
+                    self.timers.schedule(user, Instant::now());
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot read the push outbox; it is read again on the next message"),
+        }
+    }
+
+    async fn process(&mut self, user: UserId) {
+        let summary = match self.outbox.summary(&user).await {
+            Ok(Some(summary)) => summary,
+            // She came back, or nothing was ever recorded.
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%user, %error, "cannot read the push outbox; retrying");
+                self.timers.schedule(user, Instant::now() + STORE_RETRY);
+                return;
+            }
+        };
+        let targets = match self.outbox.targets(&user).await {
+            Ok(targets) => targets,
+            Err(error) => {
+                tracing::warn!(%user, %error, "cannot read devices; retrying");
+                self.timers.schedule(user, Instant::now() + STORE_RETRY);
+                return;
+            }
+        };
+        for target in targets {
+            match self.due_at(&target, &summary) {
+                Some(at) if at > Instant::now() => self.timers.schedule(user.clone(), at),
+                Some(_) => self.send(&user, target.device, &summary),
+                None => {}
+            }
+        }
+    }
+
+    /// When `target` should be told about `summary`; `None` when it has nothing new to hear or
+    /// a notification to it is on its way.
+    fn due_at(&self, target: &WakeTarget, summary: &WakeSummary) -> Option<Instant> {
+        if target.covered >= summary.newest_seq {
+            return None;
+        }
+        let key = (target.device.platform, target.device.token.clone());
+        if self.inflight.contains(&key) {
+            return None;
+        }
+        let Some(slot) = self.slots.get(&target.device.platform) else {
+            tracing::debug!(platform = target.device.platform.as_str(), "no provider configured for this device");
+            return None;
+        };
+        let now = Instant::now();
+        let mut due = now;
+        if let Some(paused) = slot.paused_until {
+            due = due.max(paused);
+        }
+        if let Some(backoff) = self.backoff.get(&key) {
+            due = due.max(backoff.retry_at);
+        }
+        if let Some(notified) = target.notified_at {
+            let window_ms = i64::try_from(self.policy.window.as_millis()).unwrap_or(i64::MAX);
+            let wait_ms = notified.0.saturating_add(window_ms).saturating_sub(Timestamp::now().0);
+            if wait_ms > 0 {
+                due = due.max(now + Duration::from_millis(wait_ms.unsigned_abs()));
+            }
+        }
+        Some(due)
+    }
+
+    fn send(&mut self, user: &UserId, device: DeviceRegistration, summary: &WakeSummary) {
+        let Some(slot) = self.slots.get(&device.platform) else { return };
+        let notification = Notification::new(summary, self.policy.content, &self.policy.domain);
+        let provider = slot.provider.clone();
+        let permits = slot.permits.clone();
+        let (user, covered) = (user.clone(), summary.newest_seq);
+        self.inflight.insert((device.platform, device.token.clone()));
+        self.sends.spawn(async move {
+            let delivery = match permits.acquire_owned().await {
+                Ok(_permit) => provider.send(&device, &notification).await,
+                Err(_) => Delivery::Retry { after: None, reason: "shutting down".into() },
+            };
+            Report { user, device, covered, delivery }
+        });
+    }
+
+    async fn settle(&mut self, report: Report) {
+        let Report { user, device, covered, delivery } = report;
+        let key = (device.platform, device.token.clone());
+        self.inflight.remove(&key);
+        let Some(slot) = self.slots.get_mut(&device.platform) else { return };
+        let provider = slot.provider.name();
+        let platform = device.platform.as_str();
+        match delivery {
+            Delivery::Sent => {
+                self.backoff.remove(&key);
+                slot.paused_until = None;
+                slot.auth_pause = FIRST_AUTH_PAUSE;
+                self.health.set(provider, true);
+                count(provider, "sent");
+                tracing::debug!(%user, platform, "notified");
+                self.record_notified(&device, covered).await;
+            }
+            Delivery::DeviceGone(reason) => {
+                self.backoff.remove(&key);
+                count(provider, "device_removed");
+                tracing::info!(%user, platform, %reason, "device removed: its provider says the token is gone");
+                if let Err(error) = self.outbox.remove_device(device.platform, &device.token).await {
+                    tracing::error!(%user, platform, %error, "cannot remove a dead device");
+                }
+            }
+            Delivery::Retry { after, reason } => {
+                let attempts = self.backoff.get(&key).map_or(0, |b| b.attempts) + 1;
+                if attempts >= MAX_ATTEMPTS {
+                    self.backoff.remove(&key);
+                    count(provider, "failed");
+                    tracing::warn!(%user, platform, attempts, %reason, "giving up on a notification");
+                    self.record_notified(&device, covered).await;
+                } else {
+                    let delay = after.unwrap_or_else(|| exponential(attempts)).min(MAX_RETRY_DELAY) + jitter();
+                    let retry_at = Instant::now() + delay;
+                    if after.is_some() {
+                        // Retry-After speaks for the provider, not only for this device.
+                        slot.paused_until = Some(slot.paused_until.map_or(retry_at, |p| p.max(retry_at)));
+                    }
+                    count(provider, "retried");
+                    tracing::debug!(%user, platform, attempts, ?delay, %reason, "provider asks for later");
+                    self.backoff.insert(key, Backoff { attempts, retry_at });
+                    self.timers.schedule(user, retry_at);
+                    return;
+                }
+            }
+            Delivery::Unauthorized(reason) => {
+                let until = Instant::now() + slot.auth_pause;
+                slot.paused_until = Some(until);
+                slot.auth_pause = (slot.auth_pause * 2).min(MAX_AUTH_PAUSE);
+                self.health.set(provider, false);
+                count(provider, "unauthorized");
+                tracing::error!(provider, %reason, pause = ?until.duration_since(Instant::now()), "credentials refused; fix the configuration. Paused");
+                self.timers.schedule(user, until);
+                return;
+            }
+            Delivery::Refused(reason) => {
+                self.backoff.remove(&key);
+                count(provider, "failed");
+                tracing::warn!(%user, platform, %reason, "notification refused by the provider");
+                self.record_notified(&device, covered).await;
+            }
+        }
+        // Something newer may have arrived while this one was on its way.
+        self.timers.schedule(user, Instant::now());
+    }
+
+    async fn record_notified(&self, device: &DeviceRegistration, covered: WakeSeq) {
+        if let Err(error) = self.outbox.mark_notified(device.platform, &device.token, covered, Timestamp::now()).await {
+            tracing::error!(platform = device.platform.as_str(), %error, "cannot record a notification; it may be repeated");
+        }
+    }
+}
+
+fn count(provider: &'static str, result: &'static str) {
+    metrics::counter!(PUSH_TOTAL, "provider" => provider, "result" => result).increment(1);
+}
+
+fn exponential(attempts: u32) -> Duration {
+    FIRST_RETRY.saturating_mul(1 << attempts.min(10))
+}
+
+/// Spreads retries so devices throttled together do not come back together.
+fn jitter() -> Duration {
+    Duration::from_millis(rand::random_range(0..250))
+}
