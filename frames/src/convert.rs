@@ -37,14 +37,26 @@ pub fn frame_to_envelope(frame: ClientFrame, user: &UserId, domain: &Domain) -> 
             Body::Receipt(ReceiptBody { of: MessageId::from_string(r.of), status: r.status }),
         ),
         ClientFrame::ChatState(c) => (address(&c.to)?, Body::ChatState { state: c.state }),
-        ClientFrame::DeviceRegister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Register))),
-        ClientFrame::DeviceUnregister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Unregister))),
+        ClientFrame::DeviceRegister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Register, &id)?)),
+        ClientFrame::DeviceUnregister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Unregister, &id)?)),
     };
     Ok(Envelope::new(me, to, body))
 }
 
-fn device(frame: DeviceFrame, action: DeviceAction) -> DeviceRegistration {
-    DeviceRegistration { action, platform: frame.platform, token: frame.token, app: frame.app, os: frame.os }
+/// Provider tokens are opaque but printable: FCM's are ~160 characters, APNs' 64 hex digits,
+/// Baidu's channel ids digits. Anything else would only fail at the provider later.
+const MAX_DEVICE_TOKEN: usize = 4096;
+
+fn device(frame: DeviceFrame, action: DeviceAction, id: &Option<String>) -> Result<DeviceRegistration, FrameError> {
+    let printable = frame.token.chars().all(|c| c.is_ascii_graphic());
+    if frame.token.is_empty() || frame.token.len() > MAX_DEVICE_TOKEN || !printable {
+        return Err(FrameError::new(
+            id.clone(),
+            ErrorCode::BadRequest,
+            format!("`token` must be 1 to {MAX_DEVICE_TOKEN} printable ASCII characters"),
+        ));
+    }
+    Ok(DeviceRegistration { action, platform: frame.platform, token: frame.token, app: frame.app, os: frame.os })
 }
 
 /// The frame a client receives for an envelope addressed to her.
@@ -149,6 +161,24 @@ mod tests {
         assert_eq!(json["id"], envelope.id.to_string());
         assert!(json["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
         assert!(json.get("kind").is_none());
+    }
+
+    #[test]
+    fn device_tokens_must_be_printable_and_bounded() {
+        let ok = convert(r#"{"type":"device.register","platform":"baidu","token":"3712897","os":"ios"}"#).expect("valid");
+        match ok.body {
+            Body::Device(device) => assert_eq!(device.os.as_deref(), Some("ios")),
+            other => panic!("{other:?}"),
+        }
+        let long = format!(r#"{{"type":"device.register","id":"d1","platform":"fcm","token":"{}"}}"#, "a".repeat(5000));
+        for json in [
+            r#"{"type":"device.register","id":"d1","platform":"fcm","token":""}"#,
+            r#"{"type":"device.unregister","id":"d1","platform":"apns","token":"ab cd"}"#,
+            long.as_str(),
+        ] {
+            let error = convert(json).expect_err(json);
+            assert_eq!((error.code, error.id.as_deref()), (ErrorCode::BadRequest, Some("d1")), "{json}");
+        }
     }
 
     #[test]

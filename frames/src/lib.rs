@@ -19,7 +19,7 @@ mod outbound;
 mod session;
 
 pub use code::ErrorCode;
-pub use convert::{envelope_to_frame, outcome_to_answer};
+pub use convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
 pub use inbound::{ClientFrame, FrameError, parse_client_frame, parse_auth_frame};
 pub use limiter::RateLimiter;
 pub use outbound::ServerFrame;

@@ -1,15 +1,18 @@
-//! The HTTP listener of CONTRACT §5: WebSocket clients on `/ws`, `/healthz` and `/metrics`.
+//! The HTTP listener of CONTRACT §5: WebSocket clients on `/ws`, `/healthz`, `/metrics`, and
+//! device registration on `/api/v1/devices`.
 //!
 //! - `config`: what the adapter needs from the configuration;
 //! - `adapter`: binding the listener and serving until shutdown;
 //! - `routes`: the HTTP endpoints and the upgrade, including `?token=` authentication;
-//! - `connection`: one WebSocket client's loop (first-frame auth, frames both ways).
+//! - `connection`: one WebSocket client's loop (first-frame auth, frames both ways);
+//! - `devices`: `/api/v1/devices`, push-token registration over HTTP.
 
 #![forbid(unsafe_code)]
 
 mod adapter;
 mod config;
 mod connection;
+mod devices;
 mod routes;
 
 pub use adapter::WebSocketAdapter;

@@ -5,7 +5,8 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use switchboard_frames::{ErrorCode, RateLimiter, count_error};
 use switchboard_gateway::AdapterContext;
@@ -13,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::adapter::NAME;
 use crate::config::WebSocketSettings;
-use crate::connection;
+use crate::{connection, devices};
 
 pub(crate) struct Shared {
     pub settings: WebSocketSettings,
@@ -27,6 +28,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ws", get(upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/devices", post(devices::register).delete(devices::unregister))
+        // Bodies a little over the frame limit are read, so they are refused as `too-large`
+        // rather than cut off.
+        .layer(DefaultBodyLimit::max(shared.settings.max_frame_bytes * 2))
         .with_state(shared)
 }
 
