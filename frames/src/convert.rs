@@ -27,13 +27,19 @@ pub fn frame_to_envelope(frame: ClientFrame, user: &UserId, domain: &Domain) -> 
             address(&m.to)?,
             Body::Message(MessageBody { body: m.body, thread: m.thread, subject: m.subject, kind: m.kind }),
         ),
-        ClientFrame::Presence(p) => (me.clone(), Body::Presence(PresenceBody { show: p.show, status: p.status })),
+        ClientFrame::Presence(p) => {
+            no_nul(&id, "status", p.status.as_deref())?;
+            (me.clone(), Body::Presence(PresenceBody { show: p.show, status: p.status }))
+        }
         ClientFrame::Subscription(s) => (
             address(&s.to)?,
             Body::Subscription { action: s.action },
         ),
         ClientFrame::Receipt(r) => (
-            address(&r.to)?,
+            {
+                no_nul(&id, "of", Some(&r.of))?;
+                address(&r.to)?
+            },
             Body::Receipt(ReceiptBody { of: MessageId::from_string(r.of), status: r.status }),
         ),
         ClientFrame::ChatState(c) => (address(&c.to)?, Body::ChatState { state: c.state }),
@@ -56,7 +62,18 @@ fn device(frame: DeviceFrame, action: DeviceAction, id: &Option<String>) -> Resu
             format!("`token` must be 1 to {MAX_DEVICE_TOKEN} printable ASCII characters"),
         ));
     }
+    no_nul(id, "app", frame.app.as_deref())?;
+    no_nul(id, "os", frame.os.as_deref())?;
     Ok(DeviceRegistration { action, platform: frame.platform, token: frame.token, app: frame.app, os: frame.os })
+}
+
+/// Fields stored as plain text (not inside a JSON document) must not hold NUL: PostgreSQL
+/// refuses it in text columns, so the same frame would work on SQLite and fail on PostgreSQL.
+fn no_nul(id: &Option<String>, field: &str, value: Option<&str>) -> Result<(), FrameError> {
+    if value.is_some_and(|v| v.contains('\0')) {
+        return Err(FrameError::new(id.clone(), ErrorCode::BadRequest, format!("`{field}` must not contain NUL")));
+    }
+    Ok(())
 }
 
 /// The frame a client receives for an envelope addressed to her.
@@ -174,6 +191,8 @@ mod tests {
         for json in [
             r#"{"type":"device.register","id":"d1","platform":"fcm","token":""}"#,
             r#"{"type":"device.unregister","id":"d1","platform":"apns","token":"ab cd"}"#,
+            r#"{"type":"device.register","id":"d1","platform":"apns","token":"abcd","app":"x\u0000y"}"#,
+            r#"{"type":"presence","id":"d1","show":"away","status":"nul \u0000 here"}"#,
             long.as_str(),
         ] {
             let error = convert(json).expect_err(json);

@@ -306,3 +306,86 @@ fn exponential(attempts: u32) -> Duration {
 fn jitter() -> Duration {
     Duration::from_millis(rand::random_range(0..250))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::future::BoxFuture;
+    use switchboard_gateway::store::{QueueName, SqlStore, Store};
+    use switchboard_gateway::wake::Wake;
+    use switchboard_gateway::{Address, Body, DeviceAction, Envelope, MessageBody, MessageKind};
+
+    use super::*;
+
+    /// A provider that takes a while per request and remembers how many it had at once.
+    #[derive(Default)]
+    struct Slow {
+        now: AtomicUsize,
+        most: AtomicUsize,
+        done: AtomicUsize,
+    }
+
+    impl Provider for Slow {
+        fn name(&self) -> &'static str {
+            "push.fcm"
+        }
+
+        fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn send<'a>(&'a self, _: &'a DeviceRegistration, _: &'a Notification) -> BoxFuture<'a, Delivery> {
+            Box::pin(async move {
+                let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                self.done.fetch_add(1, Ordering::SeqCst);
+                Delivery::Sent
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provider_never_has_more_than_its_share_of_requests_in_flight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqlStore::open_embedded(dir.path()).await.expect("store"));
+        let bob = UserId::parse("bob").expect("valid");
+        store.ensure_user(&bob).await.expect("user");
+        let devices = MAX_IN_FLIGHT * 2 + 3;
+        for n in 0..devices {
+            let device = DeviceRegistration {
+                action: DeviceAction::Register,
+                platform: Platform::Fcm,
+                token: format!("token-{n}"),
+                app: None,
+                os: None,
+            };
+            store.register_device(&bob, &device).await.expect("device");
+        }
+        let body = MessageBody { body: "hi".into(), thread: None, subject: None, kind: MessageKind::Chat };
+        let envelope = Envelope::new(Address::user(UserId::parse("alice").expect("valid")), Address::user(bob.clone()), Body::Message(body));
+        let wake = Wake::for_envelope(&bob, &envelope).expect("a message wakes");
+        store.enqueue_waking(&QueueName::user(&bob), &envelope, &wake).await.expect("stored");
+
+        let slow = Arc::new(Slow::default());
+        let policy = Policy { window: Duration::from_secs(30), content: PushContent::Sender, domain: Domain::new("d") };
+        let store: Arc<dyn Store> = store;
+        let dispatcher = Dispatcher::new(WakeOutbox::new(store), vec![(Platform::Fcm, slow.clone())], policy, Health::default());
+        let (signals, receiver) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(dispatcher.run(receiver, shutdown.clone()));
+        signals.send(WakeSignal::Pending(bob)).expect("running");
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while slow.done.load(Ordering::SeqCst) < devices {
+            assert!(Instant::now() < deadline, "only {} of {devices} notified", slow.done.load(Ordering::SeqCst));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(slow.most.load(Ordering::SeqCst), MAX_IN_FLIGHT, "bounded, and the bound is used");
+        shutdown.cancel();
+        running.await.expect("dispatcher ends");
+        assert_eq!(slow.done.load(Ordering::SeqCst), devices, "one notification per device");
+    }
+}
