@@ -90,6 +90,10 @@ impl Gateway {
         http_get(self.http, path).await
     }
 
+    pub async fn http_request(&self, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+        http_request(self.http, method, path, bearer, body).await
+    }
+
     /// The value of one Prometheus sample, 0 when absent.
     pub async fn metric(&self, name_and_labels: &str) -> f64 {
         let (_, body) = self.http_get("/metrics").await;
@@ -135,9 +139,19 @@ fn merge_toml(base: &str, extra: &str) -> String {
 
 /// A minimal HTTP/1.1 GET, to keep the tests free of an HTTP client dependency.
 pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    http_request(address, "GET", path, None, "").await
+}
+
+/// A minimal HTTP/1.1 request with an optional bearer token and a JSON body; the body of a
+/// chunked answer is returned raw (the tests look for substrings or parse small bodies).
+pub async fn http_request(address: SocketAddr, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.expect("http connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let authorization = bearer.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await.expect("http write");
     let mut response = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("http in time").expect("http read");
