@@ -219,6 +219,9 @@ mod tests {
                 .ok_or("accepted an endpoint with a path")?;
             assert_eq!(error.key(), Some("push.fcm.endpoint"));
 
+            let error = load_from_str("[push]\ncoalesce_window = \"10s\"\n").err().ok_or("accepted push without a provider")?;
+            assert_eq!(error.key(), Some("push"));
+
             let error = load_from_str("[push.fcm]\nprojectid = \"p\"\n").err().ok_or("accepted an unknown key")?;
             assert_eq!(error.key(), Some("push.fcm.projectid"));
             Ok(())

@@ -105,6 +105,9 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
 }
 
 fn validate_push(push: &PushConfig) -> Result<(), ConfigError> {
+    if push.fcm.is_none() && push.apns.is_none() && push.baidu.is_none() {
+        return Err(ConfigError::invalid("push", "configure at least one of [push.fcm], [push.apns], [push.baidu]"));
+    }
     if push.coalesce_window.get().is_zero() {
         return Err(ConfigError::invalid("push.coalesce_window", "must be longer than 0s"));
     }

@@ -2,7 +2,7 @@
 
 use switchboard_gateway::{
     Address, Body, DeviceAction, FailureReason, DeviceRegistration, Domain, Envelope, MessageBody, MessageId,
-    Outcome, PresenceBody, ReceiptBody, Rejection, SubscriptionAction, UserId,
+    Outcome, Platform, PresenceBody, ReceiptBody, Rejection, SubscriptionAction, UserId,
 };
 
 use crate::code::ErrorCode;
@@ -61,6 +61,16 @@ fn device(frame: DeviceFrame, action: DeviceAction, id: &Option<String>) -> Resu
             ErrorCode::BadRequest,
             format!("`token` must be 1 to {MAX_DEVICE_TOKEN} printable ASCII characters"),
         ));
+    }
+    // APNs tokens go into a URL path and Baidu channel ids into a signed form: only their own
+    // alphabets, so no token can steer a request elsewhere.
+    let (fits, alphabet) = match frame.platform {
+        Platform::Apns => (frame.token.chars().all(|c| c.is_ascii_hexdigit()), "hexadecimal digits"),
+        Platform::Baidu => (frame.token.chars().all(|c| c.is_ascii_digit()), "digits"),
+        Platform::Fcm => (true, ""),
+    };
+    if !fits {
+        return Err(FrameError::new(id.clone(), ErrorCode::BadRequest, format!("this platform's `token` is {alphabet}")));
     }
     no_nul(id, "app", frame.app.as_deref())?;
     no_nul(id, "os", frame.os.as_deref())?;
@@ -192,6 +202,8 @@ mod tests {
             r#"{"type":"device.register","id":"d1","platform":"fcm","token":""}"#,
             r#"{"type":"device.unregister","id":"d1","platform":"apns","token":"ab cd"}"#,
             r#"{"type":"device.register","id":"d1","platform":"apns","token":"abcd","app":"x\u0000y"}"#,
+            r#"{"type":"device.register","id":"d1","platform":"apns","token":"../../3/device/abcd"}"#,
+            r#"{"type":"device.register","id":"d1","platform":"baidu","token":"12&sign=x"}"#,
             r#"{"type":"presence","id":"d1","show":"away","status":"nul \u0000 here"}"#,
             long.as_str(),
         ] {

@@ -51,7 +51,7 @@ impl Wake {
     /// wake her; receipts, answers and errors wait quietly.
     pub fn for_envelope(user: &UserId, envelope: &Envelope) -> Option<Self> {
         let (kind, text) = match &envelope.body {
-            Body::Message(message) => (WakeKind::Message, Some(message.body.clone())),
+            Body::Message(message) => (WakeKind::Message, Some(preview(&message.body))),
             Body::Subscription { action: SubscriptionAction::Subscribe } => (WakeKind::Subscribe, None),
             _ => return None,
         };
@@ -64,6 +64,14 @@ impl Wake {
             at: envelope.ts,
         })
     }
+}
+
+/// Enough text for a lock screen. NUL is dropped: PostgreSQL refuses it in a text column, and a
+/// message must not be refused only because its recipient has a phone.
+const PREVIEW_CHARS: usize = 256;
+
+fn preview(text: &str) -> String {
+    text.chars().filter(|c| *c != '\0').take(PREVIEW_CHARS).collect()
 }
 
 /// Position in the outbox; increases with every wake recorded.
@@ -147,12 +155,13 @@ impl WakeOutbox {
     /// Records that `device` has been told of every wake up to `covered`.
     pub fn mark_notified<'a>(
         &'a self,
+        user: &'a UserId,
         platform: Platform,
         token: &'a str,
         covered: WakeSeq,
         at: Timestamp,
     ) -> StoreFuture<'a, ()> {
-        self.0.mark_notified(platform, token, covered, at)
+        self.0.mark_notified(user, platform, token, covered, at)
     }
 
     /// A device its provider says is gone (uninstalled app, expired token).

@@ -188,7 +188,7 @@ async fn a_burst_becomes_one_notification_per_window_with_the_count_and_last_sen
     carol.recv_type("ack").await;
 
     let second = providers.fcm.next_message().await;
-    assert!(first_at.elapsed() >= Duration::from_millis(1500), "not before the window ended");
+    assert!(first_at.elapsed() >= Duration::from_millis(1000), "not before the window ended");
     assert_eq!(second["data"]["count"], "5", "everything waiting since he left");
     assert_eq!(second["notification"]["title"], "carol@localhost", "the last sender");
     assert_eq!(second["notification"]["body"], "5 new messages");
@@ -307,6 +307,29 @@ async fn refused_credentials_show_in_healthz_and_do_not_spin() {
     assert_eq!(body["failing"], json!(["push.fcm"]));
     providers.fcm.no_message_within(Duration::from_secs(2)).await;
     assert_eq!(providers.fcm.send_attempts(), 0, "nothing is sent without an access token");
+    // Paused, not spinning (no other test refuses credentials: the counter is this test's).
+    let refusals = wait_for_metric(&gateway, "result=\"unauthorized\"", 1.0).await;
+    assert!((1.0..=2.0).contains(&refusals), "{refusals} refusals in two seconds");
+}
+
+#[tokio::test]
+async fn coming_back_within_the_window_cancels_the_coalesced_notification() {
+    let providers = Providers::start().await;
+    let gateway = Gateway::start_with(&providers.config("2s", "sender")).await;
+    bob_registers_and_leaves(&gateway).await;
+    let mut alice = gateway.ws_user("alice").await;
+    alice.send(message("a1", "bob", "one")).await;
+    alice.recv_type("ack").await;
+    providers.fcm.next_message().await;
+    alice.send(message("a2", "bob", "two")).await;
+    alice.recv_type("ack").await;
+
+    // Bob reads his messages before the window ends: the burst's notification is not sent.
+    let mut bob = gateway.ws_user("bob").await;
+    assert_eq!(bob.recv_type("message").await["body"], "one");
+    assert_eq!(bob.recv_type("message").await["body"], "two");
+    providers.fcm.no_message_within(Duration::from_secs(3)).await;
+    assert_eq!(providers.fcm.accepted().len(), 1);
 }
 
 #[tokio::test]
@@ -356,9 +379,16 @@ async fn the_device_api_speaks_http_and_refuses_what_it_should() {
     let spoofed = json!({"platform":"fcm","token":FCM_TOKEN,"from":"alice"}).to_string();
     let (status, body) = gateway.http_request("POST", "/api/v1/devices", Some(&token), &spoofed).await;
     assert_eq!(status, 403, "{body}");
-    let huge = json!({"platform":"fcm","token":"t","app":"x".repeat(70_000)}).to_string();
-    let (status, body) = gateway.http_request("POST", "/api/v1/devices", Some(&token), &huge).await;
-    assert_eq!(status, 413, "{body}");
+    for size in [70_000, 300_000] {
+        let huge = json!({"platform":"fcm","token":"t","app":"x".repeat(size)}).to_string();
+        let (status, body) = gateway.http_request("POST", "/api/v1/devices", Some(&token), &huge).await;
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("too-large"), "an error frame at any size: {body}");
+    }
+    let (status, body) = gateway
+        .http_request("POST", "/api/v1/devices", Some(&token), r#"{"platform":"apns","token":"../../v1/x"}"#)
+        .await;
+    assert_eq!(status, 400, "an APNs token is hexadecimal: {body}");
 
     let (status, body) = gateway.http_request("POST", "/api/v1/devices", Some(&token), &device).await;
     assert_eq!(status, 201, "{body}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use switchboard_gateway::roster::RosterItem;
 use switchboard_gateway::store::{MessageAlias, QueueName, QueueSeq, SqlStore, Store};
+use switchboard_gateway::wake::{Wake, WakeKind, WakeSeq};
 use switchboard_gateway::{
     Address, Body, DeviceAction, DeviceRegistration, Envelope, FailureBody, FailureReason, MessageBody, MessageId,
     MessageKind, Platform, PresenceBody, ReceiptBody, ReceiptStatus, RemoteAddress, Show, SubscriptionAction,
@@ -71,6 +72,9 @@ on_both_backends!(
     aliases_resolve_only_for_their_peer,
     ping_answers,
     reopening_keeps_everything,
+    wakes_are_recorded_with_their_envelope_and_cleared_on_return,
+    devices_remember_what_they_were_told,
+    a_user_keeps_at_most_twenty_devices,
 );
 
 fn user(name: &str) -> UserId {
@@ -540,4 +544,77 @@ async fn postgres_nodes_starting_together_migrate_once() {
         assert!(!applied.is_empty());
         assert_eq!(applied, (1..=applied.len() as i64).collect::<Vec<_>>(), "each once, in order");
     }
+}
+
+async fn wakes_are_recorded_with_their_envelope_and_cleared_on_return(db: Db) {
+    let store = db.open().await;
+    let bob = user("bob");
+    let queue = QueueName::user(&bob);
+    assert_eq!(store.wake_summary(&bob).await.expect("summary"), None);
+
+    let first = message(&bob, "first");
+    let wake = Wake::for_envelope(&bob, &first).expect("a message wakes");
+    let (queued, woken) = store.enqueue_waking(&queue, &first, &wake).await.expect("enqueue");
+    assert_eq!(store.queued(&queue, None, 10).await.expect("queued")[0].seq, queued);
+
+    let request = Envelope::new(remote("carol", "xmpp.example.org"), Address::user(bob.clone()), Body::Subscription { action: SubscriptionAction::Subscribe });
+    let newest = Wake::for_envelope(&bob, &request).expect("a request wakes");
+    let (_, newer) = store.enqueue_waking(&queue, &request, &newest).await.expect("enqueue");
+    assert!(newer > woken);
+    let summary = store.wake_summary(&bob).await.expect("summary").expect("waiting");
+    assert_eq!((summary.count, summary.newest_seq), (2, newer));
+    assert_eq!(summary.newest, newest, "sender, kind and id come back as recorded");
+    assert_eq!(summary.newest.kind, WakeKind::Subscribe);
+    assert_eq!(store.users_with_wakes().await.expect("users"), std::slice::from_ref(&bob));
+
+    // A message with NUL is stored and wakes on both backends (PostgreSQL refuses NUL in text).
+    let nul = message(&bob, "a\0b");
+    let nul_wake = Wake::for_envelope(&bob, &nul).expect("wakes");
+    assert_eq!(nul_wake.text.as_deref(), Some("ab"));
+    store.enqueue_waking(&queue, &nul, &nul_wake).await.expect("NUL in a message is fine");
+    store.record_wake(&wake).await.expect("record");
+    assert_eq!(store.wake_summary(&bob).await.expect("summary").expect("waiting").count, 4);
+
+    assert_eq!(store.clear_wakes(&bob).await.expect("clear"), 4);
+    assert_eq!(store.wake_summary(&bob).await.expect("summary"), None);
+    assert_eq!(store.queue_len(&queue).await.expect("len"), 3, "clearing wakes keeps the messages");
+    assert!(store.users_with_wakes().await.expect("users").is_empty());
+}
+
+async fn devices_remember_what_they_were_told(db: Db) {
+    let store = db.open().await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let phone = device(Platform::Apns, "abcdef", None, None);
+    store.register_device(&bob, &phone).await.expect("register");
+    let targets = store.wake_targets(&bob).await.expect("targets");
+    assert_eq!((targets[0].covered, targets[0].notified_at), (WakeSeq(0), None));
+
+    store.mark_notified(&bob, Platform::Apns, "abcdef", WakeSeq(7), Timestamp(1_000)).await.expect("mark");
+    let targets = store.wake_targets(&bob).await.expect("targets");
+    assert_eq!((targets[0].covered, targets[0].notified_at), (WakeSeq(7), Some(Timestamp(1_000))));
+    store.register_device(&bob, &phone).await.expect("register again");
+    assert_eq!(store.wake_targets(&bob).await.expect("targets")[0].covered, WakeSeq(7), "re-registering keeps it");
+
+    // The phone changes hands: the new owner starts afresh, and a late mark for bob is ignored.
+    store.register_device(&alice, &phone).await.expect("moves");
+    store.mark_notified(&bob, Platform::Apns, "abcdef", WakeSeq(9), Timestamp(2_000)).await.expect("mark");
+    let targets = store.wake_targets(&alice).await.expect("targets");
+    assert_eq!((targets[0].covered, targets[0].notified_at), (WakeSeq(0), None));
+    assert!(store.wake_targets(&bob).await.expect("targets").is_empty());
+
+    assert!(store.remove_device(Platform::Apns, "abcdef").await.expect("remove"));
+    assert!(!store.remove_device(Platform::Apns, "abcdef").await.expect("remove again"));
+    assert!(store.wake_targets(&alice).await.expect("targets").is_empty());
+}
+
+async fn a_user_keeps_at_most_twenty_devices(db: Db) {
+    let store = db.open().await;
+    let bob = user("bob");
+    for n in 0..23 {
+        store.register_device(&bob, &device(Platform::Fcm, &format!("t{n}"), None, None)).await.expect("register");
+        next_millisecond().await;
+    }
+    let tokens: Vec<String> = store.devices(&bob).await.expect("devices").into_iter().map(|d| d.token).collect();
+    assert_eq!(tokens.len(), 20);
+    assert_eq!(tokens.first().map(String::as_str), Some("t3"), "the oldest went first");
 }

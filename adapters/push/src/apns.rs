@@ -51,15 +51,18 @@ impl Apns {
             http,
             token: std::sync::Mutex::new(None),
         };
-        apns.provider_token(false).map_err(|message| PushError::Invalid { key: "push.apns.key", message })?;
+        apns.provider_token(None).map_err(|message| PushError::Invalid { key: "push.apns.key", message })?;
         Ok(apns)
     }
 
-    fn provider_token(&self, renew: bool) -> Result<String, String> {
+    /// The cached provider token, renewed when it is old or when it is `stale` (the one Apple
+    /// just called expired). Concurrent requests refused with the same token renew it once:
+    /// Apple answers TooManyProviderTokenUpdates to renewals within 20 minutes.
+    fn provider_token(&self, stale: Option<&str>) -> Result<String, String> {
         let mut cached = self.token.lock().map_err(|_| "token cache poisoned".to_owned())?;
-        if !renew
-            && let Some((token, issued)) = cached.as_ref()
+        if let Some((token, issued)) = cached.as_ref()
             && issued.elapsed() < TOKEN_LIFETIME
+            && stale != Some(token.as_str())
         {
             return Ok(token.clone());
         }
@@ -71,9 +74,9 @@ impl Apns {
     }
 
     async fn deliver(&self, device: &DeviceRegistration, notification: &Notification) -> Delivery {
-        let mut renewed = false;
+        let mut stale: Option<String> = None;
         loop {
-            let token = match self.provider_token(false) {
+            let token = match self.provider_token(stale.as_deref()) {
                 Ok(token) => token,
                 Err(reason) => return Delivery::Unauthorized(reason),
             };
@@ -97,11 +100,8 @@ impl Apns {
             let delivery = classify(response).await;
             match delivery {
                 // Our clock or a long pause made the token stale: one renewal, then retry.
-                Delivery::Unauthorized(ref reason) if reason.contains("ExpiredProviderToken") && !renewed => {
-                    renewed = true;
-                    if let Err(reason) = self.provider_token(true) {
-                        return Delivery::Unauthorized(reason);
-                    }
+                Delivery::Unauthorized(ref reason) if reason.contains("ExpiredProviderToken") && stale.is_none() => {
+                    stale = Some(token);
                 }
                 other => return other,
             }

@@ -6,7 +6,7 @@
 //! becomes one notification at the window's end, carrying the count and the newest sender.
 //! Everything a decision needs is read back from the store, so a restart resumes where it was.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use switchboard_gateway::health::Health;
 use switchboard_gateway::wake::{WakeOutbox, WakeSeq, WakeSignal, WakeSummary, WakeTarget};
 use switchboard_gateway::{DeviceRegistration, Domain, Platform, Timestamp, UserId};
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, Id as TaskId, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 const FIRST_AUTH_PAUSE: Duration = Duration::from_secs(30);
 const MAX_AUTH_PAUSE: Duration = Duration::from_secs(600);
+/// Consecutive "later" answers after which a provider counts as down in `/healthz`.
+const UNHEALTHY_AFTER: u32 = 3;
 const STORE_RETRY: Duration = Duration::from_secs(5);
 /// At shutdown, sends already on the wire get this long to report, so they are not repeated.
 const SHUTDOWN_SETTLE: Duration = Duration::from_secs(2);
@@ -53,11 +55,33 @@ struct Slot {
     permits: Arc<Semaphore>,
     paused_until: Option<Instant>,
     auth_pause: Duration,
+    failures_in_a_row: u32,
 }
 
+impl Slot {
+    fn paused(&self) -> bool {
+        self.paused_until.is_some_and(|until| until > Instant::now())
+    }
+}
+
+/// Per-device state kept in memory, always with its user so it can be dropped when she is back.
 struct Backoff {
+    user: UserId,
     attempts: u32,
     retry_at: Instant,
+}
+
+/// What the store should say about a device but could not be written yet: applied on top of
+/// the store's answer, so a failing write cannot turn into a resend loop.
+struct Told {
+    user: UserId,
+    covered: WakeSeq,
+    at: Timestamp,
+}
+
+struct InFlight {
+    user: UserId,
+    abort: AbortHandle,
 }
 
 struct Report {
@@ -73,8 +97,10 @@ pub struct Dispatcher {
     policy: Policy,
     health: Health,
     timers: Timers,
-    inflight: HashSet<DeviceKey>,
+    inflight: HashMap<DeviceKey, InFlight>,
+    tasks: HashMap<TaskId, DeviceKey>,
     backoff: HashMap<DeviceKey, Backoff>,
+    told: HashMap<DeviceKey, Told>,
     sends: JoinSet<Report>,
 }
 
@@ -88,6 +114,7 @@ impl Dispatcher {
                     permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
                     paused_until: None,
                     auth_pause: FIRST_AUTH_PAUSE,
+                    failures_in_a_row: 0,
                 };
                 (platform, slot)
             })
@@ -98,8 +125,10 @@ impl Dispatcher {
             policy,
             health,
             timers: Timers::default(),
-            inflight: HashSet::new(),
+            inflight: HashMap::new(),
+            tasks: HashMap::new(),
             backoff: HashMap::new(),
+            told: HashMap::new(),
             sends: JoinSet::new(),
         }
     }
@@ -112,21 +141,15 @@ impl Dispatcher {
                 () = shutdown.cancelled() => break,
                 Some(signal) = signals.recv() => match signal {
                     WakeSignal::Pending(user) => self.timers.schedule(user, Instant::now()),
-                    WakeSignal::Online(user) => self.timers.cancel(&user),
+                    WakeSignal::Online(user) => self.forget(&user),
                 },
                 user = self.timers.next_due() => self.process(user).await,
-                Some(joined) = self.sends.join_next(), if !self.sends.is_empty() => {
-                    if let Ok(report) = joined {
-                        self.settle(report).await;
-                    }
-                }
+                Some(joined) = self.sends.join_next_with_id(), if !self.sends.is_empty() => self.joined(joined).await,
             }
         }
         let deadline = Instant::now() + SHUTDOWN_SETTLE;
-        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.sends.join_next()).await {
-            if let Ok(report) = joined {
-                self.settle(report).await;
-            }
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.sends.join_next_with_id()).await {
+            self.joined(joined).await;
         }
     }
 
@@ -144,11 +167,25 @@ impl Dispatcher {
         }
     }
 
+    /// She is online: nothing more goes to her phones, not even what waits for a permit.
+    fn forget(&mut self, user: &UserId) {
+        self.timers.cancel(user);
+        for flight in self.inflight.values().filter(|f| &f.user == user) {
+            flight.abort.abort();
+        }
+        self.backoff.retain(|_, b| &b.user != user);
+        self.told.retain(|_, t| &t.user != user);
+    }
+
     async fn process(&mut self, user: UserId) {
         let summary = match self.outbox.summary(&user).await {
             Ok(Some(summary)) => summary,
             // She came back, or nothing was ever recorded.
-            Ok(None) => return,
+            Ok(None) => {
+                self.backoff.retain(|_, b| b.user != user);
+                self.told.retain(|_, t| t.user != user);
+                return;
+            }
             Err(error) => {
                 tracing::warn!(%user, %error, "cannot read the push outbox; retrying");
                 self.timers.schedule(user, Instant::now() + STORE_RETRY);
@@ -164,9 +201,9 @@ impl Dispatcher {
             }
         };
         for target in targets {
-            match self.due_at(&target, &summary) {
-                Some(at) if at > Instant::now() => self.timers.schedule(user.clone(), at),
-                Some(_) => self.send(&user, target.device, &summary),
+            match self.due_at(target, &summary) {
+                Some((at, _)) if at > Instant::now() => self.timers.schedule(user.clone(), at),
+                Some((_, target)) => self.send(&user, target.device, &summary),
                 None => {}
             }
         }
@@ -174,12 +211,15 @@ impl Dispatcher {
 
     /// When `target` should be told about `summary`; `None` when it has nothing new to hear or
     /// a notification to it is on its way.
-    fn due_at(&self, target: &WakeTarget, summary: &WakeSummary) -> Option<Instant> {
-        if target.covered >= summary.newest_seq {
-            return None;
-        }
+    fn due_at(&self, mut target: WakeTarget, summary: &WakeSummary) -> Option<(Instant, WakeTarget)> {
         let key = (target.device.platform, target.device.token.clone());
-        if self.inflight.contains(&key) {
+        if let Some(told) = self.told.get(&key)
+            && told.covered >= target.covered
+        {
+            target.covered = told.covered;
+            target.notified_at = Some(told.at);
+        }
+        if target.covered >= summary.newest_seq || self.inflight.contains_key(&key) {
             return None;
         }
         let Some(slot) = self.slots.get(&target.device.platform) else {
@@ -198,10 +238,12 @@ impl Dispatcher {
             let window_ms = i64::try_from(self.policy.window.as_millis()).unwrap_or(i64::MAX);
             let wait_ms = notified.0.saturating_add(window_ms).saturating_sub(Timestamp::now().0);
             if wait_ms > 0 {
-                due = due.max(now + Duration::from_millis(wait_ms.unsigned_abs()));
+                // Capped: a clock stepped back (or another node's) must not silence a phone.
+                let wait = Duration::from_millis(wait_ms.unsigned_abs()).min(self.policy.window);
+                due = due.max(now + wait);
             }
         }
-        Some(due)
+        Some((due, target))
     }
 
     fn send(&mut self, user: &UserId, device: DeviceRegistration, summary: &WakeSummary) {
@@ -209,15 +251,37 @@ impl Dispatcher {
         let notification = Notification::new(summary, self.policy.content, &self.policy.domain);
         let provider = slot.provider.clone();
         let permits = slot.permits.clone();
-        let (user, covered) = (user.clone(), summary.newest_seq);
-        self.inflight.insert((device.platform, device.token.clone()));
-        self.sends.spawn(async move {
+        let key = (device.platform, device.token.clone());
+        let (owner, covered) = (user.clone(), summary.newest_seq);
+        let abort = self.sends.spawn(async move {
             let delivery = match permits.acquire_owned().await {
                 Ok(_permit) => provider.send(&device, &notification).await,
                 Err(_) => Delivery::Retry { after: None, reason: "shutting down".into() },
             };
-            Report { user, device, covered, delivery }
+            Report { user: owner, device, covered, delivery }
         });
+        self.tasks.insert(abort.id(), key.clone());
+        self.inflight.insert(key, InFlight { user: user.clone(), abort });
+    }
+
+    async fn joined(&mut self, joined: Result<(TaskId, Report), tokio::task::JoinError>) {
+        match joined {
+            Ok((id, report)) => {
+                self.tasks.remove(&id);
+                self.settle(report).await;
+            }
+            // Aborted because she came online, or a bug in a provider: the device must not
+            // stay marked as in flight.
+            Err(error) => {
+                if let Some(key) = self.tasks.remove(&error.id())
+                    && let Some(flight) = self.inflight.remove(&key)
+                    && error.is_panic()
+                {
+                    tracing::error!(user = %flight.user, platform = key.0.as_str(), "a notification send panicked");
+                    self.timers.schedule(flight.user, Instant::now() + STORE_RETRY);
+                }
+            }
+        }
     }
 
     async fn settle(&mut self, report: Report) {
@@ -227,33 +291,40 @@ impl Dispatcher {
         let Some(slot) = self.slots.get_mut(&device.platform) else { return };
         let provider = slot.provider.name();
         let platform = device.platform.as_str();
+        let mut next = Instant::now();
         match delivery {
             Delivery::Sent => {
                 self.backoff.remove(&key);
-                slot.paused_until = None;
                 slot.auth_pause = FIRST_AUTH_PAUSE;
+                slot.failures_in_a_row = 0;
                 self.health.set(provider, true);
                 count(provider, "sent");
                 tracing::debug!(%user, platform, "notified");
-                self.record_notified(&device, covered).await;
+                next = self.record_notified(&user, &device, covered).await;
             }
             Delivery::DeviceGone(reason) => {
                 self.backoff.remove(&key);
                 count(provider, "device_removed");
                 tracing::info!(%user, platform, %reason, "device removed: its provider says the token is gone");
                 if let Err(error) = self.outbox.remove_device(device.platform, &device.token).await {
-                    tracing::error!(%user, platform, %error, "cannot remove a dead device");
+                    tracing::error!(%user, platform, %error, "cannot remove a dead device; not notifying it");
+                    self.told.insert(key, Told { user: user.clone(), covered: WakeSeq(i64::MAX), at: Timestamp::now() });
                 }
             }
             Delivery::Retry { after, reason } => {
+                slot.failures_in_a_row += 1;
+                if slot.failures_in_a_row >= UNHEALTHY_AFTER {
+                    self.health.set(provider, false);
+                }
                 let attempts = self.backoff.get(&key).map_or(0, |b| b.attempts) + 1;
                 if attempts >= MAX_ATTEMPTS {
                     self.backoff.remove(&key);
                     count(provider, "failed");
                     tracing::warn!(%user, platform, attempts, %reason, "giving up on a notification");
-                    self.record_notified(&device, covered).await;
+                    next = self.record_notified(&user, &device, covered).await;
                 } else {
-                    let delay = after.unwrap_or_else(|| exponential(attempts)).min(MAX_RETRY_DELAY) + jitter();
+                    // Never sooner than the provider asked, never sooner than our own backoff.
+                    let delay = after.unwrap_or_default().max(exponential(attempts)).min(MAX_RETRY_DELAY) + jitter();
                     let retry_at = Instant::now() + delay;
                     if after.is_some() {
                         // Retry-After speaks for the provider, not only for this device.
@@ -261,35 +332,48 @@ impl Dispatcher {
                     }
                     count(provider, "retried");
                     tracing::debug!(%user, platform, attempts, ?delay, %reason, "provider asks for later");
-                    self.backoff.insert(key, Backoff { attempts, retry_at });
-                    self.timers.schedule(user, retry_at);
-                    return;
+                    self.backoff.insert(key, Backoff { user: user.clone(), attempts, retry_at });
+                    next = retry_at;
                 }
             }
             Delivery::Unauthorized(reason) => {
-                let until = Instant::now() + slot.auth_pause;
-                slot.paused_until = Some(until);
-                slot.auth_pause = (slot.auth_pause * 2).min(MAX_AUTH_PAUSE);
+                // Requests in flight when the credentials broke all come back refused: one
+                // incident pauses (and doubles the pause) once.
+                if !slot.paused() {
+                    slot.paused_until = Some(Instant::now() + slot.auth_pause);
+                    slot.auth_pause = (slot.auth_pause * 2).min(MAX_AUTH_PAUSE);
+                    tracing::error!(provider, %reason, "credentials refused; fix the configuration. Paused");
+                }
                 self.health.set(provider, false);
                 count(provider, "unauthorized");
-                tracing::error!(provider, %reason, pause = ?until.duration_since(Instant::now()), "credentials refused; fix the configuration. Paused");
-                self.timers.schedule(user, until);
-                return;
+                next = slot.paused_until.unwrap_or(next);
             }
             Delivery::Refused(reason) => {
                 self.backoff.remove(&key);
                 count(provider, "failed");
                 tracing::warn!(%user, platform, %reason, "notification refused by the provider");
-                self.record_notified(&device, covered).await;
+                next = self.record_notified(&user, &device, covered).await;
             }
         }
         // Something newer may have arrived while this one was on its way.
-        self.timers.schedule(user, Instant::now());
+        self.timers.schedule(user, next);
     }
 
-    async fn record_notified(&self, device: &DeviceRegistration, covered: WakeSeq) {
-        if let Err(error) = self.outbox.mark_notified(device.platform, &device.token, covered, Timestamp::now()).await {
-            tracing::error!(platform = device.platform.as_str(), %error, "cannot record a notification; it may be repeated");
+    /// Records what the device was told; when the store cannot take it, keeps it in memory and
+    /// asks to be visited again only after a pause.
+    async fn record_notified(&mut self, user: &UserId, device: &DeviceRegistration, covered: WakeSeq) -> Instant {
+        let at = Timestamp::now();
+        let key = (device.platform, device.token.clone());
+        match self.outbox.mark_notified(user, device.platform, &device.token, covered, at).await {
+            Ok(()) => {
+                self.told.remove(&key);
+                Instant::now()
+            }
+            Err(error) => {
+                tracing::error!(%user, platform = device.platform.as_str(), %error, "cannot record a notification");
+                self.told.insert(key, Told { user: user.clone(), covered, at });
+                Instant::now() + STORE_RETRY
+            }
         }
     }
 }
@@ -298,8 +382,9 @@ fn count(provider: &'static str, result: &'static str) {
     metrics::counter!(PUSH_TOTAL, "provider" => provider, "result" => result).increment(1);
 }
 
+/// 1 s, 2 s, 4 s… for the first, second, third retry.
 fn exponential(attempts: u32) -> Duration {
-    FIRST_RETRY.saturating_mul(1 << attempts.min(10))
+    FIRST_RETRY.saturating_mul(1 << attempts.saturating_sub(1).min(10))
 }
 
 /// Spreads retries so devices throttled together do not come back together.
@@ -351,23 +436,29 @@ mod tests {
     async fn a_provider_never_has_more_than_its_share_of_requests_in_flight() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(SqlStore::open_embedded(dir.path()).await.expect("store"));
-        let bob = UserId::parse("bob").expect("valid");
-        store.ensure_user(&bob).await.expect("user");
-        let devices = MAX_IN_FLIGHT * 2 + 3;
-        for n in 0..devices {
-            let device = DeviceRegistration {
-                action: DeviceAction::Register,
-                platform: Platform::Fcm,
-                token: format!("token-{n}"),
-                app: None,
-                os: None,
-            };
-            store.register_device(&bob, &device).await.expect("device");
+        // Users keep at most 20 devices: several users, all offline, each with a message.
+        let users: Vec<UserId> = (0..7).map(|n| UserId::parse(&format!("user{n}")).expect("valid")).collect();
+        let per_user = 20;
+        let devices = users.len() * per_user;
+        assert!(devices > MAX_IN_FLIGHT * 2);
+        for user in &users {
+            store.ensure_user(user).await.expect("user");
+            for n in 0..per_user {
+                let device = DeviceRegistration {
+                    action: DeviceAction::Register,
+                    platform: Platform::Fcm,
+                    token: format!("{user}-token-{n}"),
+                    app: None,
+                    os: None,
+                };
+                store.register_device(user, &device).await.expect("device");
+            }
+            let body = MessageBody { body: "hi".into(), thread: None, subject: None, kind: MessageKind::Chat };
+            let envelope =
+                Envelope::new(Address::user(UserId::parse("alice").expect("valid")), Address::user(user.clone()), Body::Message(body));
+            let wake = Wake::for_envelope(user, &envelope).expect("a message wakes");
+            store.enqueue_waking(&QueueName::user(user), &envelope, &wake).await.expect("stored");
         }
-        let body = MessageBody { body: "hi".into(), thread: None, subject: None, kind: MessageKind::Chat };
-        let envelope = Envelope::new(Address::user(UserId::parse("alice").expect("valid")), Address::user(bob.clone()), Body::Message(body));
-        let wake = Wake::for_envelope(&bob, &envelope).expect("a message wakes");
-        store.enqueue_waking(&QueueName::user(&bob), &envelope, &wake).await.expect("stored");
 
         let slow = Arc::new(Slow::default());
         let policy = Policy { window: Duration::from_secs(30), content: PushContent::Sender, domain: Domain::new("d") };
@@ -376,7 +467,9 @@ mod tests {
         let (signals, receiver) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(dispatcher.run(receiver, shutdown.clone()));
-        signals.send(WakeSignal::Pending(bob)).expect("running");
+        for user in users {
+            signals.send(WakeSignal::Pending(user)).expect("running");
+        }
 
         let deadline = Instant::now() + Duration::from_secs(20);
         while slow.done.load(Ordering::SeqCst) < devices {

@@ -11,28 +11,40 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use switchboard_frames::{ClientFrame, ErrorCode, FrameError, ServerFrame, count_error, frame_to_envelope, parse_client_frame};
-use switchboard_gateway::{Body, Outcome, UserId};
+use axum::extract::rejection::BytesRejection;
+use switchboard_gateway::{Outcome, UserId};
 
 use crate::adapter::NAME;
 use crate::routes::Shared;
 
-pub(crate) async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&shared, &headers, &body, "device.register").await
+type Body = Result<Bytes, BytesRejection>;
+
+pub(crate) async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    handle(&shared, &headers, body, "device.register").await
 }
 
-pub(crate) async fn unregister(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&shared, &headers, &body, "device.unregister").await
+pub(crate) async fn unregister(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    handle(&shared, &headers, body, "device.unregister").await
 }
 
-async fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8], frame_type: &str) -> Response {
+async fn handle(shared: &Shared, headers: &HeaderMap, body: Body, frame_type: &str) -> Response {
     let user = match authenticate(shared, headers) {
         Ok(user) => user,
         Err(response) => return *response,
     };
+    // A body over the listener's limit is cut off by axum; it still gets an error frame.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let max = shared.settings.max_frame_bytes;
+            return refuse(&user, FrameError::new(None, ErrorCode::TooLarge, format!("the body exceeds {max} bytes")));
+        }
+        Err(rejection) => return refuse(&user, FrameError::new(None, ErrorCode::BadRequest, rejection.body_text())),
+    };
     if !shared.limiter.allow(&user) {
         return refuse(&user, FrameError::new(None, ErrorCode::RateLimited, "too many requests"));
     }
-    let frame = match device_frame(body, frame_type, shared.settings.max_frame_bytes) {
+    let frame = match device_frame(&body, frame_type, shared.settings.max_frame_bytes) {
         Ok(frame) => frame,
         Err(error) => return refuse(&user, error),
     };
@@ -40,7 +52,7 @@ async fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8], frame_type: &
         Ok(envelope) => envelope,
         Err(error) => return refuse(&user, error),
     };
-    let Body::Device(device) = envelope.body.clone() else {
+    let switchboard_gateway::Body::Device(device) = envelope.body.clone() else {
         return refuse(&user, FrameError::new(None, ErrorCode::BadRequest, "not a device"));
     };
     let outcome = shared.context.router.submit(envelope).await.await;

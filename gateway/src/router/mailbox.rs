@@ -64,6 +64,7 @@ enum Completion {
     },
     Replayed {
         seq: QueueSeq,
+        envelope: Arc<Envelope>,
         delivered: bool,
     },
 }
@@ -107,6 +108,9 @@ pub(crate) struct Mailbox {
     /// Something was stored while she had a deliverable session (it died before confirming, or a
     /// session just became deliverable): replay once the current event is handled.
     replay_due: bool,
+    /// The newest replayed envelope a session failed to confirm: recorded as a wake if her last
+    /// session closes with it still waiting.
+    missed: Option<Wake>,
 }
 
 impl Mailbox {
@@ -136,6 +140,7 @@ impl Mailbox {
             confirmed: Vec::new(),
             handed_out: std::collections::HashSet::new(),
             replay_due: false,
+            missed: None,
         }
     }
 
@@ -216,6 +221,7 @@ impl Mailbox {
                 if let Err(error) = self.store.clear_wakes(user).await {
                     tracing::warn!(owner = %self.owner, %error, "cannot clear wakes");
                 }
+                self.missed = None;
                 self.wakes.send(WakeSignal::Online(user.clone()));
             }
         }
@@ -273,8 +279,9 @@ impl Mailbox {
                     continue;
                 }
                 let (delivered, proof) = Delivered::new();
+                let envelope = Arc::new(queued.envelope);
                 let outbound = Outbound {
-                    envelope: Arc::new(queued.envelope),
+                    envelope: envelope.clone(),
                     delivered: Some(delivered),
                 };
                 if !self.send_to(session, outbound).await {
@@ -285,6 +292,7 @@ impl Mailbox {
                 self.inflight.push_back(Box::pin(async move {
                     Completion::Replayed {
                         seq,
+                        envelope,
                         delivered: proof.await.is_ok(),
                     }
                 }));
@@ -421,13 +429,18 @@ impl Mailbox {
                 let _ = reply.send(outcome);
                 self.replay_due |= self.sessions.iter().any(|s| s.deliverable);
             }
-            Completion::Replayed { seq, delivered: true } => {
+            Completion::Replayed { seq, delivered: true, .. } => {
                 self.handed_out.remove(&seq);
                 self.confirmed.push(seq);
             }
             // Still in the store: replayed to another session if she has one, else on her return.
-            Completion::Replayed { seq, delivered: false } => {
+            Completion::Replayed { seq, envelope, delivered: false } => {
                 self.handed_out.remove(&seq);
+                // Her wakes were cleared when she connected: if no session is left to take it,
+                // she is woken for it when the last one closes.
+                if let (Owner::User(user), true) = (&self.owner, self.settings.wake_offline_users) {
+                    self.missed = Wake::for_envelope(user, &envelope).or(self.missed.take());
+                }
                 self.replay_due |= self.sessions.iter().any(|s| s.deliverable);
             }
         }
@@ -437,7 +450,11 @@ impl Mailbox {
     /// to be woken for it (recorded in the same transaction).
     async fn store_for_later(&mut self, envelope: &Envelope) -> Outcome {
         let wake = match &self.owner {
-            Owner::User(user) if self.settings.wake_offline_users && self.sessions.is_empty() => {
+            // A session whose connection is gone but whose close is still on its way counts as
+            // gone: that is the phone that just lost its network.
+            Owner::User(user)
+                if self.settings.wake_offline_users && self.sessions.iter().all(|s| s.outbound.is_closed()) =>
+            {
                 Wake::for_envelope(user, envelope)
             }
             _ => None,
@@ -521,6 +538,14 @@ impl Mailbox {
             // offline queue keeps the original order.
             while let Some(completion) = self.inflight.next().await {
                 self.complete(completion).await;
+            }
+        }
+        if self.sessions.is_empty()
+            && let Some(wake) = self.missed.take()
+        {
+            match self.store.record_wake(&wake).await {
+                Ok(_) => self.wakes.send(WakeSignal::Pending(wake.user)),
+                Err(error) => tracing::error!(owner = %self.owner, msg = %wake.msg, %error, "cannot record a wake"),
             }
         }
     }

@@ -159,3 +159,61 @@ async fn an_undeliverable_session_gets_what_waited_once_deliverable_again() {
     bob.set_deliverable().await;
     assert_eq!(text_of(&bob.outbound.recv().await.expect("frame")), "meanwhile");
 }
+
+async fn waking_router(dir: &std::path::Path) -> (RouterHandle, Arc<SqlStore>) {
+    let store = Arc::new(SqlStore::open_embedded(dir).await.expect("store"));
+    let mut settings = RouterSettings::new(Domain::new("localhost"));
+    settings.wake_offline_users = true;
+    let router = spawn(store.clone(), settings, &TaskTracker::new()).await.expect("router");
+    (router, store)
+}
+
+async fn next_signal(signals: &mut mpsc::UnboundedReceiver<crate::wake::WakeSignal>) -> crate::wake::WakeSignal {
+    tokio::time::timeout(std::time::Duration::from_secs(5), signals.recv()).await.expect("a signal in time").expect("open")
+}
+
+#[tokio::test]
+async fn a_message_her_dying_connection_never_confirmed_wakes_her() {
+    use crate::wake::WakeSignal;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (router, store) = waking_router(dir.path()).await;
+    let mut signals = router.subscribe_wakes();
+    let mut bob = router.open_session(user("bob"), "test").await.expect("bob");
+    assert_eq!(next_signal(&mut signals).await, WakeSignal::Online(user("bob")));
+    bob.set_deliverable().await;
+
+    // The phone loses its network: the message reached the session, never the phone.
+    let pending = router.submit(chat("alice", "bob", "are you there")).await;
+    let outbound = bob.outbound.recv().await.expect("handed to the session");
+    drop(outbound);
+    drop(bob);
+    assert_eq!(pending.await, Outcome::Stored);
+    assert_eq!(next_signal(&mut signals).await, WakeSignal::Pending(user("bob")));
+    let summary = store.wake_summary(&user("bob")).await.expect("summary").expect("a wake");
+    assert_eq!(summary.newest.text.as_deref(), Some("are you there"));
+}
+
+#[tokio::test]
+async fn a_backlog_her_dying_connection_never_confirmed_wakes_her_again() {
+    use crate::wake::WakeSignal;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (router, store) = waking_router(dir.path()).await;
+    let mut signals = router.subscribe_wakes();
+    drop(router.open_session(user("bob"), "test").await.expect("bob once"));
+    assert_eq!(next_signal(&mut signals).await, WakeSignal::Online(user("bob")));
+    assert_eq!(router.submit(chat("alice", "bob", "while away")).await.await, Outcome::Stored);
+    assert_eq!(next_signal(&mut signals).await, WakeSignal::Pending(user("bob")));
+
+    // She comes back (her wakes are cleared), takes the replay, and drops before confirming.
+    let mut bob = router.open_session(user("bob"), "test").await.expect("bob back");
+    assert_eq!(next_signal(&mut signals).await, WakeSignal::Online(user("bob")));
+    assert_eq!(store.wake_summary(&user("bob")).await.expect("summary"), None);
+    bob.set_deliverable().await;
+    let replayed = bob.outbound.recv().await.expect("replayed");
+    assert_eq!(text_of(&replayed), "while away");
+    drop(replayed);
+    drop(bob);
+    assert_eq!(next_signal(&mut signals).await, WakeSignal::Pending(user("bob")));
+    let summary = store.wake_summary(&user("bob")).await.expect("summary").expect("woken again");
+    assert_eq!(summary.newest.text.as_deref(), Some("while away"));
+}

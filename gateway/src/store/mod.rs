@@ -155,6 +155,8 @@ pub trait Store: Send + Sync + 'static {
     fn alias_of<'a>(&'a self, id: &'a MessageId) -> StoreFuture<'a, Option<MessageAlias>>;
     /// The message `peer` knows as `foreign_id`, if `peer` is party to it.
     fn resolve_alias<'a>(&'a self, peer: &'a Address, foreign_id: &'a str) -> StoreFuture<'a, Option<MessageAlias>>;
+    /// Records a wake for an envelope already stored (one a dying session never confirmed).
+    fn record_wake<'a>(&'a self, wake: &'a Wake) -> StoreFuture<'a, WakeSeq>;
     /// She is online: nothing is to be woken any more. Returns how many wakes were dropped.
     fn clear_wakes<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, u64>;
     fn users_with_wakes(&self) -> StoreFuture<'_, Vec<UserId>>;
@@ -162,6 +164,7 @@ pub trait Store: Send + Sync + 'static {
     fn wake_targets<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<WakeTarget>>;
     fn mark_notified<'a>(
         &'a self,
+        user: &'a UserId,
         platform: Platform,
         token: &'a str,
         covered: WakeSeq,

@@ -12,6 +12,9 @@ use crate::roster::RosterItem;
 use crate::envelope::{DeviceAction, DeviceRegistration, Envelope, Platform, PresenceBody, Timestamp};
 use crate::wake::{Wake, WakeKind, WakeSeq, WakeSummary, WakeTarget};
 
+/// Devices kept per user; registering one more drops her oldest.
+const MAX_DEVICES_PER_USER: i64 = 20;
+
 /// SQLite or PostgreSQL through sqlx's `Any` driver: one set of queries (`$N` placeholders work on
 /// both), two migration directories.
 #[derive(Clone)]
@@ -100,6 +103,16 @@ fn wake_from_row(row: &sqlx::any::AnyRow) -> Result<Wake, StoreError> {
     })
 }
 
+fn insert_wake(wake: &Wake, sender: String) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query("INSERT INTO wakes (user_name, sender, kind, text, msg, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq")
+        .bind(wake.user.as_str())
+        .bind(sender)
+        .bind(wake.kind.as_str())
+        .bind(wake.text.clone())
+        .bind(wake.msg.as_str())
+        .bind(wake.at.0)
+}
+
 fn user_from_row(name: String) -> Result<UserId, StoreError> {
     UserId::parse(&name).map_err(|e| StoreError::Corrupt(serde::de::Error::custom(e)))
 }
@@ -169,17 +182,7 @@ impl Store for SqlStore {
                 .bind(json)
                 .fetch_one(&mut *tx)
                 .await?;
-                let woken = sqlx::query(
-                    "INSERT INTO wakes (user_name, sender, kind, text, msg, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-                )
-                .bind(wake.user.as_str())
-                .bind(sender)
-                .bind(wake.kind.as_str())
-                .bind(wake.text.clone())
-                .bind(wake.msg.as_str())
-                .bind(wake.at.0)
-                .fetch_one(&mut *tx)
-                .await?;
+                let woken = insert_wake(wake, sender).fetch_one(&mut *tx).await?;
                 tx.commit().await?;
                 Ok((QueueSeq(queued.try_get::<i64, _>("seq")?), WakeSeq(woken.try_get::<i64, _>("seq")?)))
             }
@@ -303,7 +306,9 @@ impl Store for SqlStore {
             // A token moves with the phone: re-registration by another user takes it over.
             sqlx::query(
                 "INSERT INTO devices (platform, token, user_name, app, os, created_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (platform, token) DO UPDATE SET user_name = excluded.user_name, app = excluded.app, os = excluded.os",
+                 ON CONFLICT (platform, token) DO UPDATE SET user_name = excluded.user_name, app = excluded.app, os = excluded.os, \
+                 covered_seq = CASE WHEN devices.user_name = excluded.user_name THEN devices.covered_seq ELSE 0 END, \
+                 notified_ms = CASE WHEN devices.user_name = excluded.user_name THEN devices.notified_ms ELSE NULL END",
             )
             .bind(device.platform.as_str())
             .bind(device.token.clone())
@@ -311,6 +316,15 @@ impl Store for SqlStore {
             .bind(device.app.clone())
             .bind(device.os.clone())
             .bind(Timestamp::now().0)
+            .execute(&self.pool)
+            .await?;
+            // Every message fans out to every device: a user cannot register without bound.
+            sqlx::query(
+                "DELETE FROM devices WHERE user_name = $1 AND created_ms < \
+                 (SELECT MIN(created_ms) FROM (SELECT created_ms FROM devices WHERE user_name = $1 ORDER BY created_ms DESC LIMIT $2) AS newest)",
+            )
+            .bind(user.as_str())
+            .bind(MAX_DEVICES_PER_USER)
             .execute(&self.pool)
             .await?;
             Ok(())
@@ -469,6 +483,14 @@ impl Store for SqlStore {
         })
     }
 
+    fn record_wake<'a>(&'a self, wake: &'a Wake) -> StoreFuture<'a, WakeSeq> {
+        Box::pin(async move {
+            let sender = serde_json::to_string(&wake.from)?;
+            let row = insert_wake(wake, sender).fetch_one(&self.pool).await?;
+            Ok(WakeSeq(row.try_get::<i64, _>("seq")?))
+        })
+    }
+
     fn clear_wakes<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let removed = sqlx::query("DELETE FROM wakes WHERE user_name = $1")
@@ -544,17 +566,22 @@ impl Store for SqlStore {
 
     fn mark_notified<'a>(
         &'a self,
+        user: &'a UserId,
         platform: Platform,
         token: &'a str,
         covered: WakeSeq,
         at: Timestamp,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            sqlx::query("UPDATE devices SET covered_seq = $3, notified_ms = $4 WHERE platform = $1 AND token = $2")
+            // Only while the device is still hers: it may have moved while the send was on its way.
+            sqlx::query(
+                "UPDATE devices SET covered_seq = $3, notified_ms = $4 WHERE platform = $1 AND token = $2 AND user_name = $5",
+            )
                 .bind(platform.as_str())
                 .bind(token.to_owned())
                 .bind(covered.0)
                 .bind(at.0)
+                .bind(user.as_str())
                 .execute(&self.pool)
                 .await?;
             Ok(())

@@ -158,10 +158,15 @@ async fn classify(response: reqwest::Response) -> Delivery {
         None => format!("{status}: {text}"),
     };
     match status.as_u16() {
-        404 if code == "UNREGISTERED" || error.as_ref().is_some_and(|e| e.status == "NOT_FOUND") => Delivery::DeviceGone(reason),
+        // Only FCM's own word removes a device: a 404 from a proxy or a wrong path must not.
+        404 if code == "UNREGISTERED" => Delivery::DeviceGone(reason),
         400 if error.as_ref().is_some_and(GoogleError::names_the_token) => Delivery::DeviceGone(reason),
-        // The token belongs to another Firebase project: it can never work for this one.
-        403 if code == "SENDER_ID_MISMATCH" => Delivery::DeviceGone(reason),
+        // The app's APNs credentials in the Firebase console: that device cannot be reached, the
+        // rest of FCM works.
+        401 if code == "THIRD_PARTY_AUTH_ERROR" => Delivery::Refused(reason),
+        // A token of another project: a misconfigured project id would make every device look
+        // like that, so it is refused and logged rather than removed.
+        403 if code == "SENDER_ID_MISMATCH" => Delivery::Refused(reason),
         401 | 403 => Delivery::Unauthorized(reason),
         _ if crate::http::is_transient(status) => Delivery::Retry { after, reason },
         _ => Delivery::Refused(reason),

@@ -115,7 +115,9 @@ impl AccessTokens {
         let status = response.status();
         if status.is_success() {
             let grant: Grant = response.json().await.map_err(|e| TokenError::Unavailable(format!("unreadable grant: {e}")))?;
-            return Ok((grant.access_token, Duration::from_secs(grant.expires_in)));
+            // Google grants an hour; anything else is clamped so a strange answer can neither
+            // overflow a deadline nor make every request fetch a token.
+            return Ok((grant.access_token, Duration::from_secs(grant.expires_in.clamp(120, 3600))));
         }
         let body = response.text().await.unwrap_or_default();
         if crate::http::is_transient(status) {
