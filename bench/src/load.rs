@@ -25,9 +25,15 @@ use xmpp_parsers::stanza::Stanza;
 /// Bound on every connect/subscribe/warm-up step.
 pub const SETUP_WAIT: Duration = Duration::from_secs(15);
 
+static ORIGIN: OnceLock<Instant> = OnceLock::new();
+
 pub fn now_ns() -> u64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
     u64::try_from(ORIGIN.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `at` on the clock of `now_ns` (an instant taken in this process, by another task or thread).
+pub fn ns_at(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*ORIGIN.get_or_init(Instant::now)).as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -11,12 +11,19 @@
 //!    gateway's component link.
 //! 6. `gateway XMPP->MQTT`: N XMPP accounts on Prosody → 1 MQTT receiver user.
 //!
+//! And the push cases (`push.rs`), against a gateway of their own with a `[push]` section and fake
+//! FCM and APNs servers in this process: notifications per second to N offline users
+//! (`push FCM throughput`, `push APNs throughput`), their latency below saturation
+//! (`push FCM latency`), and whether the outbox loses anything while FCM answers 503 for a while
+//! (`push FCM outage`).
+//!
 //! Saturation is closed loop: each sender keeps at most `--window` messages outstanding, counted
 //! by PUBACK on Mosquitto, by the gateway's `ack` frame for gateway users, and by the receiver's
 //! progress for XMPP senders (c2s has no per-message ack). Paced is open loop. Every step has a
 //! deadline, so the run always ends. A Markdown table goes to stdout, progress to stderr.
 
 mod load;
+mod push;
 mod servers;
 mod xmpp;
 
@@ -32,6 +39,7 @@ use xmpp_parsers::jid::Jid;
 use crate::load::{
     AckKind, MqttConn, MqttSpec, Outlet, Pace, Recorder, SETUP_WAIT, SendPlan, SenderState, WsConn, now_ns,
 };
+use crate::push::{PUSH_CASES, PushCase, PushOptions, PushRow};
 use crate::servers::{COMPONENT_DOMAIN, Gateway, Ports, Prosody, Server, XMPP_HOST, xmpp_password};
 use crate::xmpp::{Role, XmppConn};
 
@@ -85,9 +93,28 @@ struct Cli {
     /// The Prosody binary (`prosodyctl` is expected beside it).
     #[arg(long, default_value = "/usr/bin/prosody")]
     prosody: PathBuf,
-    /// Run only the cases whose name contains this text (repeatable), e.g. `--only XMPP`.
+    /// Run only the cases whose name contains this text (repeatable), e.g. `--only XMPP`, `--only push`.
     #[arg(long)]
     only: Vec<String>,
+    /// Push throughput cases: offline users, one message and so one notification each.
+    #[arg(long, default_value_t = 10_000)]
+    push_users: usize,
+    /// Push latency case (`push FCM latency`): offline users, one message each, sent at `--push-paced-rate`.
+    #[arg(long, default_value_t = 2000)]
+    push_paced_users: usize,
+    /// Push latency case: messages per second (so notifications per second), below saturation.
+    #[arg(long, default_value_t = 200.0)]
+    push_paced_rate: f64,
+    /// Push outage case: offline users messaged while the fake FCM is down.
+    #[arg(long, default_value_t = 1000)]
+    push_outage_users: usize,
+    /// Push outage case: how long the fake FCM answers 503, in seconds.
+    #[arg(long, default_value_t = 5)]
+    push_outage_secs: u64,
+    /// Push cases: sending time budget, in seconds (the notifications then get 20 s more, and the
+    /// outage case the outage plus 40 s more).
+    #[arg(long, default_value_t = 30)]
+    push_max_secs: u64,
 }
 
 /// One path through the servers.
@@ -282,6 +309,9 @@ fn main() -> anyhow::Result<()> {
     if cli.senders == 0 || cli.messages < cli.senders || cli.window == 0 {
         bail!("--senders and --window must be positive and --messages at least --senders");
     }
+    if cli.push_paced_rate <= 0.0 {
+        bail!("--push-paced-rate must be positive");
+    }
     let gateway_binary = match &cli.gateway {
         Some(path) => path.clone(),
         None => default_gateway_binary()?,
@@ -291,7 +321,15 @@ fn main() -> anyhow::Result<()> {
     }
     // One thread: the servers need the other core (NOTES.md).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(run(&cli, &gateway_binary))
+    // The fake push providers get a thread of their own (named, so that its CPU time can be read).
+    let fakes = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(push::FAKES_THREAD)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(&cli, &gateway_binary, fakes.handle()));
+    fakes.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 fn default_gateway_binary() -> anyhow::Result<PathBuf> {
@@ -313,16 +351,63 @@ fn default_gateway_binary() -> anyhow::Result<PathBuf> {
         .with_context(|| format!("no switchboard binary in {candidates:?}; build it or pass --gateway"))
 }
 
-async fn run(cli: &Cli, gateway_binary: &Path) -> anyhow::Result<()> {
+async fn run(cli: &Cli, gateway_binary: &Path, fakes_runtime: &tokio::runtime::Handle) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("switchboard-bench-").tempdir()?;
     {
         // The servers that drop privileges (Mosquitto, Prosody) must be able to reach their subdirectory.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
     }
-    let mosquitto_dir = dir.path().join("mosquitto");
-    let prosody_dir = dir.path().join("prosody");
-    let gateway_dir = dir.path().join("gateway");
+    let selected = |label: &str| cli.only.is_empty() || cli.only.iter().any(|only| label.contains(only.as_str()));
+    let paths: Vec<Case> = CASES.into_iter().filter(|case| selected(case.label())).collect();
+    let push_cases: Vec<PushCase> = PUSH_CASES.into_iter().filter(|case| selected(case.label())).collect();
+    if paths.is_empty() && push_cases.is_empty() {
+        bail!("--only matches no case");
+    }
+    let (mut failed, mut runs) = (0, 0);
+    if !paths.is_empty() {
+        (failed, runs) = run_paths(cli, gateway_binary, dir.path(), &paths).await?;
+    }
+    if !push_cases.is_empty() {
+        let options = PushOptions {
+            users: cli.push_users,
+            paced_users: cli.push_paced_users,
+            paced_rate: cli.push_paced_rate,
+            outage_users: cli.push_outage_users,
+            outage: Duration::from_secs(cli.push_outage_secs),
+            max_secs: cli.push_max_secs,
+            window: cli.window,
+            rounds: cli.rounds,
+        };
+        let rows = push::run(&options, gateway_binary, dir.path(), &push_cases, fakes_runtime).await?;
+        push::print_tables(&options, &rows);
+        let failures: Vec<&PushRow> = rows.iter().filter(|row| !row.ok()).collect();
+        if !failures.is_empty() {
+            println!("\nProblems:");
+            for row in &failures {
+                for problem in &row.problems {
+                    println!("- {} (round {}): {problem}", row.case, row.round);
+                }
+            }
+        }
+        failed += failures.len();
+        runs += rows.len();
+    }
+    if cli.keep {
+        eprintln!("kept {}", dir.keep().display());
+    }
+    if failed > 0 {
+        bail!("{failed} of {runs} runs failed");
+    }
+    Ok(())
+}
+
+/// The message paths: Mosquitto, Prosody and a gateway joined to Prosody, every case of `paths`
+/// `--rounds` times, then the tables. Returns (failed runs, runs).
+async fn run_paths(cli: &Cli, gateway_binary: &Path, dir: &Path, paths: &[Case]) -> anyhow::Result<(usize, usize)> {
+    let mosquitto_dir = dir.join("mosquitto");
+    let prosody_dir = dir.join("prosody");
+    let gateway_dir = dir.join("gateway");
     std::fs::create_dir_all(&mosquitto_dir)?;
     std::fs::create_dir_all(&prosody_dir)?;
     std::fs::create_dir_all(&gateway_dir)?;
@@ -356,17 +441,10 @@ async fn run(cli: &Cli, gateway_binary: &Path) -> anyhow::Result<()> {
         tokens,
     };
 
-    let paths: Vec<Case> = CASES
-        .into_iter()
-        .filter(|case| cli.only.is_empty() || cli.only.iter().any(|only| case.label().contains(only.as_str())))
-        .collect();
-    if paths.is_empty() {
-        bail!("--only matches no case");
-    }
     // Rounds are interleaved (every path once, then again), so a noisy minute hits all paths alike.
     let mut rows = Vec::new();
     for round in 1..=cli.rounds {
-        for &path in &paths {
+        for &path in paths {
             let row = run_case(&env, path, Pace::Closed, 0.0, cli.messages, round).await;
             eprintln!("{}", summary(&row));
             rows.push(row);
@@ -375,7 +453,7 @@ async fn run(cli: &Cli, gateway_binary: &Path) -> anyhow::Result<()> {
     // Paced at half the median saturation rate of the same path.
     let mut saturation = std::collections::HashMap::new();
     let mut paced_rates = Vec::new();
-    for &path in &paths {
+    for &path in paths {
         let rates: Vec<f64> =
             rows.iter().filter(|row| row.case == path.label() && row.received > 0).map(|row| row.rate).collect();
         let rate = median(&rates);
@@ -408,7 +486,6 @@ async fn run(cli: &Cli, gateway_binary: &Path) -> anyhow::Result<()> {
         }
     }
 
-    let kept = if cli.keep { Some(dir.keep()) } else { None };
     let gateway_alive = gateway.server.pid().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
     let prosody_alive = prosody.server.pid().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
     // The gateway first: it is a component of Prosody.
@@ -416,9 +493,6 @@ async fn run(cli: &Cli, gateway_binary: &Path) -> anyhow::Result<()> {
     let prosody_clean = prosody.server.stop();
     let mosquitto_clean = mosquitto.stop();
     print_table(cli, &rows);
-    if let Some(kept) = kept {
-        eprintln!("kept {}", kept.display());
-    }
     if !gateway_alive {
         println!("\nThe gateway process was gone at the end of the run; log:\n{}", gateway.server.log_tail());
     }
@@ -441,9 +515,8 @@ async fn run(cli: &Cli, gateway_binary: &Path) -> anyhow::Result<()> {
         }
         eprintln!("gateway log tail:\n{}", gateway.server.log_tail());
         eprintln!("prosody log tail:\n{}", prosody.server.log_tail());
-        bail!("{} of {} runs failed", failures.len(), rows.len());
     }
-    Ok(())
+    Ok((failures.len(), rows.len()))
 }
 
 fn summary(row: &Row) -> String {

@@ -279,16 +279,30 @@ pub fn start_gateway(
     mqtt_port: u16,
     component_port: u16,
 ) -> anyhow::Result<Gateway> {
+    let xmpp = format!("[xmpp]\nserver = \"127.0.0.1:{component_port}\"\nsecret = \"{COMPONENT_SECRET}\"\n");
+    start_gateway_with(binary, dir, COMPONENT_DOMAIN, http_port, mqtt_port, &xmpp)
+}
+
+/// The gateway as `start_gateway` starts it, for `domain`, with `extra` (TOML sections) appended
+/// to its configuration instead of the XMPP link. Returns once `/healthz` answers 200: every
+/// configured link and provider (the push providers' credentials included) is up.
+pub fn start_gateway_with(
+    binary: &Path,
+    dir: &Path,
+    domain: &str,
+    http_port: u16,
+    mqtt_port: u16,
+    extra: &str,
+) -> anyhow::Result<Gateway> {
     let data = dir.join("data");
     fs::create_dir_all(&data)?;
     let config = dir.join("switchboard.toml");
     fs::write(
         &config,
         format!(
-            "[gateway]\ndomain = \"{COMPONENT_DOMAIN}\"\ndata_dir = \"{}\"\n\n[auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
+            "[gateway]\ndomain = \"{domain}\"\ndata_dir = \"{}\"\n\n[auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
              [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\n\
-             [xmpp]\nserver = \"127.0.0.1:{component_port}\"\nsecret = \"{COMPONENT_SECRET}\"\n\n\
-             [limits]\nmessages_per_second = 1000000\n",
+             [limits]\nmessages_per_second = 1000000\n\n{extra}",
             data.display()
         ),
     )?;
@@ -314,7 +328,7 @@ pub fn start_gateway(
         }
         if Instant::now() >= deadline {
             bail!(
-                "GET /healthz answered {status:?}, not 200, after 30 s (XMPP link not up?); log:\n{}",
+                "GET /healthz answered {status:?}, not 200, after 30 s (a link or provider not up?); log:\n{}",
                 server.log_tail()
             );
         }

@@ -135,7 +135,12 @@ impl FakeApns {
 
     /// The accepted notifications with the time each was accepted.
     pub fn accepted_timed(&self) -> Vec<(Instant, ApnsRequest)> {
-        self.shared.inbox.all_timed()
+        self.shared.inbox.all_timed(0)
+    }
+
+    /// As `accepted_timed`, without the first `skip`.
+    pub fn accepted_timed_since(&self, skip: usize) -> Vec<(Instant, ApnsRequest)> {
+        self.shared.inbox.all_timed(skip)
     }
 
     pub fn accepted_count(&self) -> usize {

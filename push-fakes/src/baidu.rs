@@ -130,7 +130,12 @@ impl FakeBaidu {
 
     /// The accepted pushes with the time each was accepted.
     pub fn accepted_timed(&self) -> Vec<(Instant, BaiduRequest)> {
-        self.shared.inbox.all_timed()
+        self.shared.inbox.all_timed(0)
+    }
+
+    /// As `accepted_timed`, without the first `skip`.
+    pub fn accepted_timed_since(&self, skip: usize) -> Vec<(Instant, BaiduRequest)> {
+        self.shared.inbox.all_timed(skip)
     }
 
     pub fn accepted_count(&self) -> usize {

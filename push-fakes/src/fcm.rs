@@ -139,7 +139,12 @@ impl FakeFcm {
 
     /// The accepted messages with the time each was accepted.
     pub fn accepted_timed(&self) -> Vec<(Instant, Value)> {
-        self.shared.inbox.all_timed()
+        self.shared.inbox.all_timed(0)
+    }
+
+    /// As `accepted_timed`, without the first `skip`.
+    pub fn accepted_timed_since(&self, skip: usize) -> Vec<(Instant, Value)> {
+        self.shared.inbox.all_timed(skip)
     }
 
     pub fn accepted_count(&self) -> usize {

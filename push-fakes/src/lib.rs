@@ -162,9 +162,9 @@ impl<T: Clone + Debug> Inbox<T> {
         lock(&self.items).items.iter().map(|(_, item)| item.clone()).collect()
     }
 
-    /// Everything accepted, with when.
-    pub fn all_timed(&self) -> Vec<(Instant, T)> {
-        lock(&self.items).items.clone()
+    /// Everything accepted but the first `skip`, with when.
+    pub fn all_timed(&self, skip: usize) -> Vec<(Instant, T)> {
+        lock(&self.items).items.get(skip..).map(<[_]>::to_vec).unwrap_or_default()
     }
 
     /// How many were accepted so far (cheap: no copy).
