@@ -96,6 +96,16 @@ pub struct WakeTarget {
     pub notified_at: Option<Timestamp>,
 }
 
+/// A device of `user` has been told of every wake up to `covered`, at `at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notified {
+    pub user: UserId,
+    pub platform: Platform,
+    pub token: String,
+    pub covered: WakeSeq,
+    pub at: Timestamp,
+}
+
 /// What the router tells a waking adapter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WakeSignal {
@@ -152,16 +162,10 @@ impl WakeOutbox {
         self.0.wake_targets(user)
     }
 
-    /// Records that `device` has been told of every wake up to `covered`.
-    pub fn mark_notified<'a>(
-        &'a self,
-        user: &'a UserId,
-        platform: Platform,
-        token: &'a str,
-        covered: WakeSeq,
-        at: Timestamp,
-    ) -> StoreFuture<'a, ()> {
-        self.0.mark_notified(user, platform, token, covered, at)
+    /// Records, in one transaction, that each device has been told of every wake up to its
+    /// `covered`.
+    pub fn mark_notified<'a>(&'a self, notified: &'a [Notified]) -> StoreFuture<'a, ()> {
+        self.0.mark_notified(notified)
     }
 
     /// A device its provider says is gone (uninstalled app, expired token).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use switchboard_gateway::roster::RosterItem;
 use switchboard_gateway::store::{MessageAlias, QueueName, QueueSeq, SqlStore, Store};
-use switchboard_gateway::wake::{Wake, WakeKind, WakeSeq};
+use switchboard_gateway::wake::{Notified, Wake, WakeKind, WakeSeq};
 use switchboard_gateway::{
     Address, Body, DeviceAction, DeviceRegistration, Envelope, FailureBody, FailureReason, MessageBody, MessageId,
     MessageKind, Platform, PresenceBody, ReceiptBody, ReceiptStatus, RemoteAddress, Show, SubscriptionAction,
@@ -589,7 +589,14 @@ async fn devices_remember_what_they_were_told(db: Db) {
     let targets = store.wake_targets(&bob).await.expect("targets");
     assert_eq!((targets[0].covered, targets[0].notified_at), (WakeSeq(0), None));
 
-    store.mark_notified(&bob, Platform::Apns, "abcdef", WakeSeq(7), Timestamp(1_000)).await.expect("mark");
+    let told = |user: &UserId, covered: i64, at: i64| Notified {
+        user: user.clone(),
+        platform: Platform::Apns,
+        token: "abcdef".into(),
+        covered: WakeSeq(covered),
+        at: Timestamp(at),
+    };
+    store.mark_notified(&[told(&bob, 7, 1_000)]).await.expect("mark");
     let targets = store.wake_targets(&bob).await.expect("targets");
     assert_eq!((targets[0].covered, targets[0].notified_at), (WakeSeq(7), Some(Timestamp(1_000))));
     store.register_device(&bob, &phone).await.expect("register again");
@@ -597,7 +604,7 @@ async fn devices_remember_what_they_were_told(db: Db) {
 
     // The phone changes hands: the new owner starts afresh, and a late mark for bob is ignored.
     store.register_device(&alice, &phone).await.expect("moves");
-    store.mark_notified(&bob, Platform::Apns, "abcdef", WakeSeq(9), Timestamp(2_000)).await.expect("mark");
+    store.mark_notified(&[told(&bob, 9, 2_000)]).await.expect("mark");
     let targets = store.wake_targets(&alice).await.expect("targets");
     assert_eq!((targets[0].covered, targets[0].notified_at), (WakeSeq(0), None));
     assert!(store.wake_targets(&bob).await.expect("targets").is_empty());

@@ -6,13 +6,13 @@
 //! becomes one notification at the window's end, carrying the count and the newest sender.
 //! Everything a decision needs is read back from the store, so a restart resumes where it was.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_config::PushContent;
 use switchboard_gateway::health::Health;
-use switchboard_gateway::wake::{WakeOutbox, WakeSeq, WakeSignal, WakeSummary, WakeTarget};
+use switchboard_gateway::wake::{Notified, WakeOutbox, WakeSeq, WakeSignal, WakeSummary, WakeTarget};
 use switchboard_gateway::{DeviceRegistration, Domain, Platform, Timestamp, UserId};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{AbortHandle, Id as TaskId, JoinSet};
@@ -101,6 +101,12 @@ pub struct Dispatcher {
     tasks: HashMap<TaskId, DeviceKey>,
     backoff: HashMap<DeviceKey, Backoff>,
     told: HashMap<DeviceKey, Told>,
+    /// Settled sends to record, in one transaction per batch of answers.
+    marks: Vec<Notified>,
+    /// Users with a send in flight, and how many.
+    busy: HashMap<UserId, usize>,
+    /// Users for whom a wake arrived while a send was in flight: visited again once it settles.
+    dirty: HashSet<UserId>,
     sends: JoinSet<Report>,
 }
 
@@ -129,6 +135,9 @@ impl Dispatcher {
             tasks: HashMap::new(),
             backoff: HashMap::new(),
             told: HashMap::new(),
+            marks: Vec::new(),
+            busy: HashMap::new(),
+            dirty: HashSet::new(),
             sends: JoinSet::new(),
         }
     }
@@ -140,17 +149,29 @@ impl Dispatcher {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(signal) = signals.recv() => match signal {
+                    // Her send in flight comes back first; then she is visited again.
+                    WakeSignal::Pending(user) if self.busy.contains_key(&user) => {
+                        self.dirty.insert(user);
+                    }
                     WakeSignal::Pending(user) => self.timers.schedule(user, Instant::now()),
                     WakeSignal::Online(user) => self.forget(&user),
                 },
                 user = self.timers.next_due() => self.process(user).await,
-                Some(joined) = self.sends.join_next_with_id(), if !self.sends.is_empty() => self.joined(joined).await,
+                Some(joined) = self.sends.join_next_with_id(), if !self.sends.is_empty() => {
+                    self.joined(joined).await;
+                    // Every answer already in is settled before one write records them all.
+                    while let Some(joined) = self.sends.try_join_next_with_id() {
+                        self.joined(joined).await;
+                    }
+                    self.flush_marks().await;
+                }
             }
         }
         let deadline = Instant::now() + SHUTDOWN_SETTLE;
         while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.sends.join_next_with_id()).await {
             self.joined(joined).await;
         }
+        self.flush_marks().await;
     }
 
     async fn resume(&mut self) {
@@ -170,6 +191,7 @@ impl Dispatcher {
     /// She is online: nothing more goes to her phones, not even what waits for a permit.
     fn forget(&mut self, user: &UserId) {
         self.timers.cancel(user);
+        self.dirty.remove(user);
         for flight in self.inflight.values().filter(|f| &f.user == user) {
             flight.abort.abort();
         }
@@ -262,6 +284,18 @@ impl Dispatcher {
         });
         self.tasks.insert(abort.id(), key.clone());
         self.inflight.insert(key, InFlight { user: user.clone(), abort });
+        *self.busy.entry(user.clone()).or_default() += 1;
+    }
+
+    fn landed(&mut self, key: &DeviceKey) {
+        if let Some(flight) = self.inflight.remove(key)
+            && let Some(count) = self.busy.get_mut(&flight.user)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.busy.remove(&flight.user);
+            }
+        }
     }
 
     async fn joined(&mut self, joined: Result<(TaskId, Report), tokio::task::JoinError>) {
@@ -273,12 +307,12 @@ impl Dispatcher {
             // Aborted because she came online, or a bug in a provider: the device must not
             // stay marked as in flight.
             Err(error) => {
-                if let Some(key) = self.tasks.remove(&error.id())
-                    && let Some(flight) = self.inflight.remove(&key)
-                    && error.is_panic()
-                {
-                    tracing::error!(user = %flight.user, platform = key.0.as_str(), "a notification send panicked");
-                    self.timers.schedule(flight.user, Instant::now() + STORE_RETRY);
+                let Some(key) = self.tasks.remove(&error.id()) else { return };
+                let user = self.inflight.get(&key).map(|f| f.user.clone());
+                self.landed(&key);
+                if let (Some(user), true) = (user, error.is_panic()) {
+                    tracing::error!(%user, platform = key.0.as_str(), "a notification send panicked");
+                    self.timers.schedule(user, Instant::now() + STORE_RETRY);
                 }
             }
         }
@@ -287,11 +321,12 @@ impl Dispatcher {
     async fn settle(&mut self, report: Report) {
         let Report { user, device, covered, delivery } = report;
         let key = (device.platform, device.token.clone());
-        self.inflight.remove(&key);
+        self.landed(&key);
+        // Something newer may have arrived while this one was on its way.
+        let mut next = self.dirty.remove(&user).then(Instant::now);
         let Some(slot) = self.slots.get_mut(&device.platform) else { return };
         let provider = slot.provider.name();
         let platform = device.platform.as_str();
-        let mut next = Instant::now();
         match delivery {
             Delivery::Sent => {
                 self.backoff.remove(&key);
@@ -300,7 +335,7 @@ impl Dispatcher {
                 self.health.set(provider, true);
                 count(provider, "sent");
                 tracing::debug!(%user, platform, "notified");
-                next = self.record_notified(&user, &device, covered).await;
+                self.note_notified(&user, &device, covered);
             }
             Delivery::DeviceGone(reason) => {
                 self.backoff.remove(&key);
@@ -321,7 +356,7 @@ impl Dispatcher {
                     self.backoff.remove(&key);
                     count(provider, "failed");
                     tracing::warn!(%user, platform, attempts, %reason, "giving up on a notification");
-                    next = self.record_notified(&user, &device, covered).await;
+                    self.note_notified(&user, &device, covered);
                 } else {
                     // Never sooner than the provider asked, never sooner than our own backoff.
                     let delay = after.unwrap_or_default().max(exponential(attempts)).min(MAX_RETRY_DELAY) + jitter();
@@ -333,7 +368,7 @@ impl Dispatcher {
                     count(provider, "retried");
                     tracing::debug!(%user, platform, attempts, ?delay, %reason, "provider asks for later");
                     self.backoff.insert(key, Backoff { user: user.clone(), attempts, retry_at });
-                    next = retry_at;
+                    next = Some(retry_at);
                 }
             }
             Delivery::Unauthorized(reason) => {
@@ -346,34 +381,44 @@ impl Dispatcher {
                 }
                 self.health.set(provider, false);
                 count(provider, "unauthorized");
-                next = slot.paused_until.unwrap_or(next);
+                next = slot.paused_until.or(next);
             }
             Delivery::Refused(reason) => {
                 self.backoff.remove(&key);
                 count(provider, "failed");
                 tracing::warn!(%user, platform, %reason, "notification refused by the provider");
-                next = self.record_notified(&user, &device, covered).await;
+                self.note_notified(&user, &device, covered);
             }
         }
-        // Something newer may have arrived while this one was on its way.
-        self.timers.schedule(user, next);
+        if let Some(next) = next {
+            self.timers.schedule(user, next);
+        }
     }
 
-    /// Records what the device was told; when the store cannot take it, keeps it in memory and
-    /// asks to be visited again only after a pause.
-    async fn record_notified(&mut self, user: &UserId, device: &DeviceRegistration, covered: WakeSeq) -> Instant {
+    /// What the device was told: applied at once in memory, written with the batch.
+    fn note_notified(&mut self, user: &UserId, device: &DeviceRegistration, covered: WakeSeq) {
         let at = Timestamp::now();
         let key = (device.platform, device.token.clone());
-        match self.outbox.mark_notified(user, device.platform, &device.token, covered, at).await {
+        self.told.insert(key, Told { user: user.clone(), covered, at });
+        self.marks.push(Notified { user: user.clone(), platform: device.platform, token: device.token.clone(), covered, at });
+    }
+
+    /// Writes the batch. When the store cannot take it, the in-memory record keeps the devices
+    /// from being notified again, and the batch is written with the next one.
+    async fn flush_marks(&mut self) {
+        if self.marks.is_empty() {
+            return;
+        }
+        match self.outbox.mark_notified(&self.marks).await {
             Ok(()) => {
-                self.told.remove(&key);
-                Instant::now()
+                for mark in self.marks.drain(..) {
+                    let key = (mark.platform, mark.token);
+                    if self.told.get(&key).is_some_and(|t| t.covered == mark.covered) {
+                        self.told.remove(&key);
+                    }
+                }
             }
-            Err(error) => {
-                tracing::error!(%user, platform = device.platform.as_str(), %error, "cannot record a notification");
-                self.told.insert(key, Told { user: user.clone(), covered, at });
-                Instant::now() + STORE_RETRY
-            }
+            Err(error) => tracing::error!(devices = self.marks.len(), %error, "cannot record notifications; kept in memory"),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::address::{Address, UserId};
 use crate::id::MessageId;
 use crate::roster::RosterItem;
 use crate::envelope::{DeviceRegistration, Envelope, Platform, PresenceBody, Timestamp};
-use crate::wake::{Wake, WakeSeq, WakeSummary, WakeTarget};
+use crate::wake::{Notified, Wake, WakeSeq, WakeSummary, WakeTarget};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -162,14 +162,8 @@ pub trait Store: Send + Sync + 'static {
     fn users_with_wakes(&self) -> StoreFuture<'_, Vec<UserId>>;
     fn wake_summary<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Option<WakeSummary>>;
     fn wake_targets<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<WakeTarget>>;
-    fn mark_notified<'a>(
-        &'a self,
-        user: &'a UserId,
-        platform: Platform,
-        token: &'a str,
-        covered: WakeSeq,
-        at: Timestamp,
-    ) -> StoreFuture<'a, ()>;
+    /// Records what devices were told, in one transaction (one disk sync for many sends).
+    fn mark_notified<'a>(&'a self, notified: &'a [Notified]) -> StoreFuture<'a, ()>;
     /// Removes a device whoever it belongs to; false when there was none.
     fn remove_device<'a>(&'a self, platform: Platform, token: &'a str) -> StoreFuture<'a, bool>;
     /// A cheap round trip, for `/healthz`.

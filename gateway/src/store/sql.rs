@@ -10,7 +10,7 @@ use crate::id::MessageId;
 use crate::address::{Address, UserId};
 use crate::roster::RosterItem;
 use crate::envelope::{DeviceAction, DeviceRegistration, Envelope, Platform, PresenceBody, Timestamp};
-use crate::wake::{Wake, WakeKind, WakeSeq, WakeSummary, WakeTarget};
+use crate::wake::{Notified, Wake, WakeKind, WakeSeq, WakeSummary, WakeTarget};
 
 /// Devices kept per user; registering one more drops her oldest.
 const MAX_DEVICES_PER_USER: i64 = 20;
@@ -513,8 +513,11 @@ impl Store for SqlStore {
         Box::pin(async move {
             let started = Instant::now();
             let result = async {
+                // One round trip: the newest wake, and how many there are.
                 let Some(newest) = sqlx::query(
-                    "SELECT seq, user_name, sender, kind, text, msg, created_ms FROM wakes WHERE user_name = $1 ORDER BY seq DESC LIMIT 1",
+                    "SELECT seq, user_name, sender, kind, text, msg, created_ms, \
+                     (SELECT COUNT(*) FROM wakes AS w WHERE w.user_name = $1) AS n \
+                     FROM wakes WHERE user_name = $1 ORDER BY seq DESC LIMIT 1",
                 )
                 .bind(user.as_str())
                 .fetch_optional(&self.pool)
@@ -522,12 +525,8 @@ impl Store for SqlStore {
                 else {
                     return Ok(None);
                 };
-                let count = sqlx::query("SELECT COUNT(*) AS n FROM wakes WHERE user_name = $1")
-                    .bind(user.as_str())
-                    .fetch_one(&self.pool)
-                    .await?;
                 Ok(Some(WakeSummary {
-                    count: u64::try_from(count.try_get::<i64, _>("n")?).unwrap_or(0),
+                    count: u64::try_from(newest.try_get::<i64, _>("n")?).unwrap_or(0),
                     newest_seq: WakeSeq(newest.try_get("seq")?),
                     newest: wake_from_row(&newest)?,
                 }))
@@ -564,27 +563,31 @@ impl Store for SqlStore {
         })
     }
 
-    fn mark_notified<'a>(
-        &'a self,
-        user: &'a UserId,
-        platform: Platform,
-        token: &'a str,
-        covered: WakeSeq,
-        at: Timestamp,
-    ) -> StoreFuture<'a, ()> {
+    fn mark_notified<'a>(&'a self, notified: &'a [Notified]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            // Only while the device is still hers: it may have moved while the send was on its way.
-            sqlx::query(
-                "UPDATE devices SET covered_seq = $3, notified_ms = $4 WHERE platform = $1 AND token = $2 AND user_name = $5",
-            )
-                .bind(platform.as_str())
-                .bind(token.to_owned())
-                .bind(covered.0)
-                .bind(at.0)
-                .bind(user.as_str())
-                .execute(&self.pool)
-                .await?;
-            Ok(())
+            let started = Instant::now();
+            let result = async {
+                let mut tx = self.pool.begin().await?;
+                for device in notified {
+                    // Only while the device is still hers: it may have moved while the send was
+                    // on its way.
+                    sqlx::query(
+                        "UPDATE devices SET covered_seq = $3, notified_ms = $4 WHERE platform = $1 AND token = $2 AND user_name = $5",
+                    )
+                    .bind(device.platform.as_str())
+                    .bind(device.token.clone())
+                    .bind(device.covered.0)
+                    .bind(device.at.0)
+                    .bind(device.user.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+            .await;
+            observe("mark_notified", started, &result);
+            result
         })
     }
 
