@@ -23,12 +23,14 @@ pub fn frame_to_envelope(frame: ClientFrame, user: &UserId, domain: &Domain) -> 
         Address::parse(to, domain).map_err(|e| FrameError::new(id.clone(), ErrorCode::BadRequest, e.to_string()))
     };
     let (to, body) = match frame {
-        ClientFrame::Message(m) => (
-            address(&m.to)?,
-            Body::Message(MessageBody { body: m.body, thread: m.thread, subject: m.subject, kind: m.kind }),
-        ),
+        ClientFrame::Message(m) => {
+            plain_text(&id, "body", Some(&m.body))?;
+            plain_text(&id, "thread", m.thread.as_deref())?;
+            plain_text(&id, "subject", m.subject.as_deref())?;
+            (address(&m.to)?, Body::Message(MessageBody { body: m.body, thread: m.thread, subject: m.subject, kind: m.kind }))
+        }
         ClientFrame::Presence(p) => {
-            no_nul(&id, "status", p.status.as_deref())?;
+            plain_text(&id, "status", p.status.as_deref())?;
             (me.clone(), Body::Presence(PresenceBody { show: p.show, status: p.status }))
         }
         ClientFrame::Subscription(s) => (
@@ -37,7 +39,7 @@ pub fn frame_to_envelope(frame: ClientFrame, user: &UserId, domain: &Domain) -> 
         ),
         ClientFrame::Receipt(r) => (
             {
-                no_nul(&id, "of", Some(&r.of))?;
+                plain_text(&id, "of", Some(&r.of))?;
                 address(&r.to)?
             },
             Body::Receipt(ReceiptBody { of: MessageId::from_string(r.of), status: r.status }),
@@ -72,16 +74,23 @@ fn device(frame: DeviceFrame, action: DeviceAction, id: &Option<String>) -> Resu
     if !fits {
         return Err(FrameError::new(id.clone(), ErrorCode::BadRequest, format!("this platform's `token` is {alphabet}")));
     }
-    no_nul(id, "app", frame.app.as_deref())?;
-    no_nul(id, "os", frame.os.as_deref())?;
+    plain_text(id, "app", frame.app.as_deref())?;
+    plain_text(id, "os", frame.os.as_deref())?;
     Ok(DeviceRegistration { action, platform: frame.platform, token: frame.token, app: frame.app, os: frame.os })
 }
 
-/// Fields stored as plain text (not inside a JSON document) must not hold NUL: PostgreSQL
-/// refuses it in text columns, so the same frame would work on SQLite and fail on PostgreSQL.
-fn no_nul(id: &Option<String>, field: &str, value: Option<&str>) -> Result<(), FrameError> {
-    if value.is_some_and(|v| v.contains('\0')) {
-        return Err(FrameError::new(id.clone(), ErrorCode::BadRequest, format!("`{field}` must not contain NUL")));
+/// Text must be what XML 1.0 can carry (no control characters but tab, newline and carriage
+/// return, no U+FFFE/U+FFFF): a message may go to an XMPP user, and one such character would
+/// make the server close the component's stream, again at every retry. It also keeps NUL out of
+/// PostgreSQL text columns, which refuse it.
+fn plain_text(id: &Option<String>, field: &str, value: Option<&str>) -> Result<(), FrameError> {
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}');
+    if value.is_some_and(|v| !v.chars().all(allowed)) {
+        return Err(FrameError::new(
+            id.clone(),
+            ErrorCode::BadRequest,
+            format!("`{field}` contains a control character"),
+        ));
     }
     Ok(())
 }
@@ -191,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn device_tokens_must_be_printable_and_bounded() {
+    fn device_tokens_and_stored_texts_are_checked() {
         let ok = convert(r#"{"type":"device.register","platform":"baidu","token":"3712897","os":"ios"}"#).expect("valid");
         match ok.body {
             Body::Device(device) => assert_eq!(device.os.as_deref(), Some("ios")),
@@ -205,6 +214,8 @@ mod tests {
             r#"{"type":"device.register","id":"d1","platform":"apns","token":"../../3/device/abcd"}"#,
             r#"{"type":"device.register","id":"d1","platform":"baidu","token":"12&sign=x"}"#,
             r#"{"type":"presence","id":"d1","show":"away","status":"nul \u0000 here"}"#,
+            r#"{"type":"message","id":"d1","to":"bob","body":"bell \u0007"}"#,
+            r#"{"type":"message","id":"d1","to":"bob","body":"ok","subject":"\u001b[31m"}"#,
             long.as_str(),
         ] {
             let error = convert(json).expect_err(json);
