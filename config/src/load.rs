@@ -219,6 +219,15 @@ mod tests {
                 .ok_or("accepted an endpoint with a path")?;
             assert_eq!(error.key(), Some("push.fcm.endpoint"));
 
+            let apns = "[push.apns]\nteam_id = \"ABCDE12345\"\nkey_id = \"KEY1234567\"\nkey = \"k.p8\"\ntopic = \"com.example.chat\"\n";
+            let host = |extra: &str| -> Result<String, String> {
+                let config = load_from_str(&format!("{apns}{extra}")).map_err(|e| e.to_string())?;
+                Ok(config.push.and_then(|p| p.apns).map(|a| a.base_url()).unwrap_or_default())
+            };
+            assert_eq!(host("")?, "https://api.push.apple.com");
+            assert_eq!(host("sandbox = true\n")?, "https://api.sandbox.push.apple.com");
+            assert_eq!(host("sandbox = true\nendpoint = \"http://127.0.0.1:9\"\n")?, "http://127.0.0.1:9");
+
             let error = load_from_str("[push]\ncoalesce_window = \"10s\"\n").err().ok_or("accepted push without a provider")?;
             assert_eq!(error.key(), Some("push"));
 
