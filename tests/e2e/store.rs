@@ -75,6 +75,7 @@ on_both_backends!(
     wakes_are_recorded_with_their_envelope_and_cleared_on_return,
     devices_remember_what_they_were_told,
     a_user_keeps_at_most_twenty_devices,
+    concurrent_appends_are_committed_together_and_each_in_order,
 );
 
 fn user(name: &str) -> UserId {
@@ -624,4 +625,42 @@ async fn a_user_keeps_at_most_twenty_devices(db: Db) {
     let tokens: Vec<String> = store.devices(&bob).await.expect("devices").into_iter().map(|d| d.token).collect();
     assert_eq!(tokens.len(), 20);
     assert_eq!(tokens.first().map(String::as_str), Some("t3"), "the oldest went first");
+}
+
+async fn concurrent_appends_are_committed_together_and_each_in_order(db: Db) {
+    let store = std::sync::Arc::new(db.open().await);
+    let users: Vec<UserId> = (0..40).map(|n| user(&format!("u{n}"))).collect();
+    // Each user's mailbox appends one after another; the users append at the same time.
+    let writers = users.iter().cloned().map(|to| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..10 {
+                let envelope = message(&to, &format!("{to}-{i}"));
+                let seq = if i % 2 == 0 {
+                    store.enqueue(&QueueName::user(&to), &envelope).await.expect("enqueue")
+                } else {
+                    let wake = Wake::for_envelope(&to, &envelope).expect("wakes");
+                    store.enqueue_waking(&QueueName::user(&to), &envelope, &wake).await.expect("enqueue").0
+                };
+                seqs.push(seq);
+            }
+            seqs
+        })
+    });
+    let results = futures::future::join_all(writers).await;
+    for (to, seqs) in users.iter().zip(results) {
+        let seqs = seqs.expect("writer");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "appends keep their order");
+        let queued = store.queued(&QueueName::user(to), None, 100).await.expect("queued");
+        let texts: Vec<String> = queued
+            .iter()
+            .map(|q| match &q.envelope.body {
+                Body::Message(m) => m.body.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, (0..10).map(|i| format!("{to}-{i}")).collect::<Vec<_>>());
+        assert_eq!(store.wake_summary(to).await.expect("summary").expect("woken").count, 5);
+    }
 }

@@ -4,6 +4,7 @@
 //! SQLite (the embedded default, a file under `gateway.data_dir`) and PostgreSQL (shared by
 //! several gateway nodes) through one code path.
 
+mod group_commit;
 mod migrate;
 mod sql;
 
@@ -32,6 +33,8 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the write was not committed: {0}")]
+    Batch(String),
     #[error("migration {version} failed: {source}")]
     Migration {
         version: i64,

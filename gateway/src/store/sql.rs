@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
+use super::group_commit::{Appender, WakeRow};
 use super::migrate::{self, Backend};
 use super::{MessageAlias, QueueName, QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
 use crate::id::MessageId;
@@ -20,6 +21,7 @@ const MAX_DEVICES_PER_USER: i64 = 20;
 #[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    appender: Appender,
 }
 
 impl SqlStore {
@@ -60,7 +62,8 @@ impl SqlStore {
         };
         let pool = options.connect(url).await?;
         migrate::run(&pool, backend).await?;
-        Ok(Self { pool })
+        let appender = Appender::spawn(pool.clone());
+        Ok(Self { pool, appender })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -146,15 +149,8 @@ impl Store for SqlStore {
             let started = Instant::now();
             let result = async {
                 let json = serde_json::to_string(envelope)?;
-                let row = sqlx::query(
-                    "INSERT INTO offline (user_name, created_ms, envelope) VALUES ($1, $2, $3) RETURNING seq",
-                )
-                .bind(queue.as_str())
-                .bind(Timestamp::now().0)
-                .bind(json)
-                .fetch_one(&self.pool)
-                .await?;
-                Ok(QueueSeq(row.try_get::<i64, _>("seq")?))
+                let (seq, _) = self.appender.append(queue.as_str().to_owned(), json, None).await?;
+                Ok(seq)
             }
             .await;
             observe("enqueue", started, &result);
@@ -172,19 +168,18 @@ impl Store for SqlStore {
             let started = Instant::now();
             let result = async {
                 let json = serde_json::to_string(envelope)?;
-                let sender = serde_json::to_string(&wake.from)?;
-                let mut tx = self.pool.begin().await?;
-                let queued = sqlx::query(
-                    "INSERT INTO offline (user_name, created_ms, envelope) VALUES ($1, $2, $3) RETURNING seq",
-                )
-                .bind(queue.as_str())
-                .bind(Timestamp::now().0)
-                .bind(json)
-                .fetch_one(&mut *tx)
-                .await?;
-                let woken = insert_wake(wake, sender).fetch_one(&mut *tx).await?;
-                tx.commit().await?;
-                Ok((QueueSeq(queued.try_get::<i64, _>("seq")?), WakeSeq(woken.try_get::<i64, _>("seq")?)))
+                let row = WakeRow {
+                    user: wake.user.as_str().to_owned(),
+                    sender: serde_json::to_string(&wake.from)?,
+                    kind: wake.kind.as_str(),
+                    text: wake.text.clone(),
+                    msg: wake.msg.as_str().to_owned(),
+                    at: wake.at.0,
+                };
+                match self.appender.append(queue.as_str().to_owned(), json, Some(row)).await? {
+                    (seq, Some(woken)) => Ok((seq, woken)),
+                    (_, None) => Err(StoreError::Batch("the wake was not recorded".into())),
+                }
             }
             .await;
             observe("enqueue", started, &result);

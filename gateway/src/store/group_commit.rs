@@ -1,0 +1,137 @@
+//! Group commit for offline appends.
+//!
+//! Every user's mailbox appends to the offline queue on its own, and each append must be durable
+//! before its sender hears `ack`. Committed one by one, each costs a disk sync; here one writer
+//! task takes every append that is waiting, commits them in one transaction, and answers each
+//! caller only after that commit. Under load the batches grow by themselves (appends queue up
+//! while a commit syncs); alone, an append is committed at once.
+
+use sqlx::{AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{QueueSeq, StoreError};
+use crate::envelope::Timestamp;
+use crate::wake::WakeSeq;
+
+/// Appends per transaction at most: bounds the time one commit holds the write lock.
+const MAX_BATCH: usize = 256;
+
+/// A wake row, serialised by the caller.
+pub(super) struct WakeRow {
+    pub user: String,
+    pub sender: String,
+    pub kind: &'static str,
+    pub text: Option<String>,
+    pub msg: String,
+    pub at: i64,
+}
+
+type Reply = oneshot::Sender<Result<(QueueSeq, Option<WakeSeq>), String>>;
+
+struct Append {
+    queue: String,
+    envelope: String,
+    wake: Option<WakeRow>,
+    reply: Reply,
+}
+
+#[derive(Clone)]
+pub(super) struct Appender {
+    appends: mpsc::Sender<Append>,
+}
+
+impl Appender {
+    pub(super) fn spawn(pool: AnyPool) -> Self {
+        let (appends, inbox) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(run(pool, inbox));
+        Self { appends }
+    }
+
+    /// Durable once it returns.
+    pub(super) async fn append(
+        &self,
+        queue: String,
+        envelope: String,
+        wake: Option<WakeRow>,
+    ) -> Result<(QueueSeq, Option<WakeSeq>), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .send(Append { queue, envelope, wake, reply })
+            .await
+            .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?
+            .map_err(StoreError::Batch)
+    }
+}
+
+async fn run(pool: AnyPool, mut inbox: mpsc::Receiver<Append>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = inbox.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(append) => batch.push(append),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("switchboard_store_batch_size").record(batch.len() as f64);
+        match commit(&pool, &batch).await {
+            Ok(seqs) => {
+                for (append, seqs) in batch.drain(..).zip(seqs) {
+                    let _ = append.reply.send(Ok(seqs));
+                }
+            }
+            // Nothing of the batch was committed. One append's failure must not fail the others:
+            // each is tried alone, and whoever still fails answers its sender with an error,
+            // never an `ack`.
+            Err(error) if batch.len() == 1 => {
+                for append in batch.drain(..) {
+                    let _ = append.reply.send(Err(error.to_string()));
+                }
+            }
+            Err(_) => {
+                for append in batch.drain(..) {
+                    let result = commit(&pool, std::slice::from_ref(&append)).await;
+                    let answer = result.map_err(|e| e.to_string()).and_then(|mut seqs| seqs.pop().ok_or_else(|| "nothing committed".to_owned()));
+                    let _ = append.reply.send(answer);
+                }
+            }
+        }
+    }
+}
+
+async fn commit(pool: &AnyPool, batch: &[Append]) -> Result<Vec<(QueueSeq, Option<WakeSeq>)>, sqlx::Error> {
+    let now = Timestamp::now().0;
+    let mut tx = pool.begin().await?;
+    let mut seqs = Vec::with_capacity(batch.len());
+    for append in batch {
+        let queued = sqlx::query("INSERT INTO offline (user_name, created_ms, envelope) VALUES ($1, $2, $3) RETURNING seq")
+            .bind(append.queue.as_str())
+            .bind(now)
+            .bind(append.envelope.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let woken = match &append.wake {
+            Some(wake) => {
+                let row = sqlx::query(
+                    "INSERT INTO wakes (user_name, sender, kind, text, msg, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                )
+                .bind(wake.user.as_str())
+                .bind(wake.sender.as_str())
+                .bind(wake.kind)
+                .bind(wake.text.clone())
+                .bind(wake.msg.as_str())
+                .bind(wake.at)
+                .fetch_one(&mut *tx)
+                .await?;
+                Some(WakeSeq(row.try_get::<i64, _>("seq")?))
+            }
+            None => None,
+        };
+        seqs.push((QueueSeq(queued.try_get::<i64, _>("seq")?), woken));
+    }
+    tx.commit().await?;
+    Ok(seqs)
+}
