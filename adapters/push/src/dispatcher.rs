@@ -36,6 +36,9 @@ const MAX_AUTH_PAUSE: Duration = Duration::from_secs(600);
 /// Consecutive "later" answers after which a provider counts as down in `/healthz`.
 const UNHEALTHY_AFTER: u32 = 3;
 const STORE_RETRY: Duration = Duration::from_secs(5);
+/// Users whose outbox and devices are being read at once: the reads are store round trips, and
+/// one at a time would make the store's latency the notification rate.
+const MAX_LOOKUPS: usize = 32;
 /// At shutdown, sends already on the wire get this long to report, so they are not repeated.
 const SHUTDOWN_SETTLE: Duration = Duration::from_secs(2);
 
@@ -84,6 +87,9 @@ struct InFlight {
     abort: AbortHandle,
 }
 
+/// What the store says about a due user.
+type Lookup = (UserId, Result<Option<(WakeSummary, Vec<WakeTarget>)>, String>);
+
 struct Report {
     user: UserId,
     device: DeviceRegistration,
@@ -107,6 +113,13 @@ pub struct Dispatcher {
     busy: HashMap<UserId, usize>,
     /// Users for whom a wake arrived while a send was in flight: visited again once it settles.
     dirty: HashSet<UserId>,
+    /// Users being read from the store; a user is read by one lookup at a time, and never while
+    /// a send of hers is in flight, so what is read is never older than what was sent.
+    looking_up: HashSet<UserId>,
+    lookups: JoinSet<Lookup>,
+    lookup_ids: HashMap<TaskId, UserId>,
+    /// Due users waiting for a lookup slot.
+    waiting: std::collections::VecDeque<UserId>,
     sends: JoinSet<Report>,
 }
 
@@ -138,6 +151,10 @@ impl Dispatcher {
             marks: Vec::new(),
             busy: HashMap::new(),
             dirty: HashSet::new(),
+            looking_up: HashSet::new(),
+            lookups: JoinSet::new(),
+            lookup_ids: HashMap::new(),
+            waiting: std::collections::VecDeque::new(),
             sends: JoinSet::new(),
         }
     }
@@ -150,13 +167,35 @@ impl Dispatcher {
                 () = shutdown.cancelled() => break,
                 Some(signal) = signals.recv() => match signal {
                     // Her send in flight comes back first; then she is visited again.
-                    WakeSignal::Pending(user) if self.busy.contains_key(&user) => {
+                    WakeSignal::Pending(user) if self.busy.contains_key(&user) || self.looking_up.contains(&user) => {
                         self.dirty.insert(user);
                     }
                     WakeSignal::Pending(user) => self.timers.schedule(user, Instant::now()),
                     WakeSignal::Online(user) => self.forget(&user),
                 },
-                user = self.timers.next_due() => self.process(user).await,
+                user = self.timers.next_due() => self.look_up(user),
+                Some(joined) = self.lookups.join_next_with_id(), if !self.lookups.is_empty() => {
+                    match joined {
+                        Ok((id, (user, found))) => {
+                            self.lookup_ids.remove(&id);
+                            self.found(user, found);
+                        }
+                        // A bug, not the store: she is looked up again later.
+                        Err(error) => {
+                            if let Some(user) = self.lookup_ids.remove(&error.id()) {
+                                self.looking_up.remove(&user);
+                                self.timers.schedule(user, Instant::now() + STORE_RETRY);
+                            }
+                        }
+                    }
+                    while let Some(user) = self.waiting.pop_front() {
+                        if self.lookups.len() >= MAX_LOOKUPS {
+                            self.waiting.push_front(user);
+                            break;
+                        }
+                        self.look_up(user);
+                    }
+                }
                 Some(joined) = self.sends.join_next_with_id(), if !self.sends.is_empty() => {
                     self.joined(joined).await;
                     // Every answer already in is settled before one write records them all.
@@ -192,6 +231,9 @@ impl Dispatcher {
     fn forget(&mut self, user: &UserId) {
         self.timers.cancel(user);
         self.dirty.remove(user);
+        // A lookup on its way may have read the outbox before she came back: its answer is dropped.
+        self.looking_up.remove(user);
+        self.waiting.retain(|w| w != user);
         for flight in self.inflight.values().filter(|f| &f.user == user) {
             flight.abort.abort();
         }
@@ -199,35 +241,62 @@ impl Dispatcher {
         self.told.retain(|_, t| &t.user != user);
     }
 
-    async fn process(&mut self, user: UserId) {
-        let summary = match self.outbox.summary(&user).await {
-            Ok(Some(summary)) => summary,
+    /// Reads her outbox and devices in the background, unless that is already under way or a
+    /// send of hers is in flight (she is then visited again when it settles).
+    fn look_up(&mut self, user: UserId) {
+        if self.looking_up.contains(&user) || self.busy.contains_key(&user) {
+            self.dirty.insert(user);
+            return;
+        }
+        if self.lookups.len() >= MAX_LOOKUPS {
+            if !self.waiting.contains(&user) {
+                self.waiting.push_back(user);
+            }
+            return;
+        }
+        self.looking_up.insert(user.clone());
+        let outbox = self.outbox.clone();
+        let owner = user.clone();
+        let handle = self.lookups.spawn(async move {
+            let found = async {
+                let Some(summary) = outbox.summary(&user).await.map_err(|e| e.to_string())? else {
+                    return Ok(None);
+                };
+                let targets = outbox.targets(&user).await.map_err(|e| e.to_string())?;
+                Ok(Some((summary, targets)))
+            }
+            .await;
+            (user, found)
+        });
+        self.lookup_ids.insert(handle.id(), owner);
+    }
+
+    fn found(&mut self, user: UserId, found: Result<Option<(WakeSummary, Vec<WakeTarget>)>, String>) {
+        if !self.looking_up.remove(&user) {
+            return;
+        }
+        match found {
+            Ok(Some((summary, targets))) => {
+                for target in targets {
+                    match self.due_at(target, &summary) {
+                        Some((at, _)) if at > Instant::now() => self.timers.schedule(user.clone(), at),
+                        Some((_, target)) => self.send(&user, target.device, &summary),
+                        None => {}
+                    }
+                }
+            }
             // She came back, or nothing was ever recorded.
             Ok(None) => {
                 self.backoff.retain(|_, b| b.user != user);
                 self.told.retain(|_, t| t.user != user);
-                return;
             }
             Err(error) => {
-                tracing::warn!(%user, %error, "cannot read the push outbox; retrying");
-                self.timers.schedule(user, Instant::now() + STORE_RETRY);
-                return;
+                tracing::warn!(%user, %error, "cannot read the push outbox or devices; retrying");
+                self.timers.schedule(user.clone(), Instant::now() + STORE_RETRY);
             }
-        };
-        let targets = match self.outbox.targets(&user).await {
-            Ok(targets) => targets,
-            Err(error) => {
-                tracing::warn!(%user, %error, "cannot read devices; retrying");
-                self.timers.schedule(user, Instant::now() + STORE_RETRY);
-                return;
-            }
-        };
-        for target in targets {
-            match self.due_at(target, &summary) {
-                Some((at, _)) if at > Instant::now() => self.timers.schedule(user.clone(), at),
-                Some((_, target)) => self.send(&user, target.device, &summary),
-                None => {}
-            }
+        }
+        if !self.busy.contains_key(&user) && self.dirty.remove(&user) {
+            self.timers.schedule(user, Instant::now());
         }
     }
 
