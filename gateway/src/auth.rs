@@ -44,6 +44,14 @@ struct Claims {
     nbf: Option<u64>,
 }
 
+/// A verified token: who, and until when a session opened with it may last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Login {
+    pub user: UserId,
+    /// The token's `exp` plus the leeway it was accepted with.
+    pub valid_until: std::time::SystemTime,
+}
+
 #[derive(Clone)]
 pub struct Authenticator {
     decoding: DecodingKey,
@@ -108,6 +116,11 @@ impl Authenticator {
     }
 
     pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        self.login(token).map(|login| login.user)
+    }
+
+    /// [`Authenticator::verify`], keeping the expiry for sessions that must end with their token.
+    pub fn login(&self, token: &str) -> Result<Login, AuthError> {
         let mut validation = Validation::new(self.algorithm);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
@@ -119,7 +132,9 @@ impl Authenticator {
         if data.claims.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
             return Err(AuthError::Invalid("issued in the future".into()));
         }
-        UserId::parse(&data.claims.sub).map_err(|_| AuthError::BadSubject)
+        let user = UserId::parse(&data.claims.sub).map_err(|_| AuthError::BadSubject)?;
+        let valid_until = std::time::UNIX_EPOCH + Duration::from_secs(data.claims.exp.saturating_add(LEEWAY_SECS));
+        Ok(Login { user, valid_until })
     }
 
     pub fn mint(&self, user: &UserId, ttl: Duration) -> Result<String, AuthError> {

@@ -162,3 +162,26 @@ async fn mqtt_refuses_bad_credentials_with_a_connack() {
     // The endpoint is still serving.
     gateway.mqtt_user("alice").await;
 }
+
+#[tokio::test]
+async fn a_websocket_session_ends_when_its_token_expires() {
+    let secret = "expiry-test-secret";
+    let gateway = Gateway::start_with(&format!("[auth]\njwt_secret = \"{secret}\"\n")).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    // Expired 27 s ago: still accepted within the 30 s leeway, so the session has 3 s left.
+    let claims = json!({"sub": "alice", "exp": now - 27});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("token");
+    let mut short = WsClient::connect(gateway.http, &token).await;
+    let mut long = gateway.ws_user("alice").await;
+
+    let told = short.recv_type("error").await;
+    assert_eq!(told["code"], "forbidden");
+    assert!(told["text"].as_str().is_some_and(|t| t.contains("expired")), "{told}");
+    assert!(short.try_recv().await.is_none(), "then the socket is closed");
+
+    // Her session with a valid token goes on.
+    let mut bob = gateway.ws_user("bob").await;
+    bob.send(message("b1", "alice", "still there?")).await;
+    assert_eq!(long.recv_type("message").await["body"], "still there?");
+}

@@ -6,7 +6,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::FuturesOrdered;
 use futures::{SinkExt, StreamExt};
 use switchboard_frames::{ErrorCode, FrameSession, ServerFrame, count_error, parse_auth_frame};
-use switchboard_gateway::UserId;
+use switchboard_gateway::auth::Login;
 use switchboard_gateway::router::Outbound;
 
 use crate::adapter::NAME;
@@ -17,12 +17,12 @@ use crate::routes::Shared;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TRY_LATER: u16 = 1013;
 
-pub(crate) async fn serve(socket: WebSocket, user: Option<UserId>, shared: Arc<Shared>) {
+pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<Shared>) {
     let (mut sink, mut stream) = socket.split();
-    let user = match user {
-        Some(user) => user,
+    let login = match login {
+        Some(login) => login,
         None => match first_frame_auth(&mut stream, &shared).await {
-            Ok(user) => user,
+            Ok(login) => login,
             Err(frame) => {
                 count_error(NAME, ErrorCode::Forbidden);
                 let _ = sink.send(Message::Text(frame.to_json().into())).await;
@@ -31,6 +31,11 @@ pub(crate) async fn serve(socket: WebSocket, user: Option<UserId>, shared: Arc<S
             }
         },
     };
+    let user = login.user.clone();
+    // The session ends with its token: a revoked user cannot stay connected on an old one.
+    let remaining = login.valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    let expiry = tokio::time::sleep(remaining);
+    tokio::pin!(expiry);
     let router = &shared.context.router;
     let mut lease = match router.open_session(user.clone(), NAME).await {
         Ok(lease) => lease,
@@ -72,6 +77,14 @@ pub(crate) async fn serve(socket: WebSocket, user: Option<UserId>, shared: Arc<S
             }
             () = &mut kicked => {
                 let _ = writer.sink.send(close(CLOSE_TRY_LATER, "too slow")).await;
+                break;
+            }
+            () = &mut expiry => {
+                tracing::info!(user = %user, "websocket session closed: its token expired");
+                count_error(NAME, ErrorCode::Forbidden);
+                let frame = ServerFrame::error(None, ErrorCode::Forbidden, "the token has expired; reconnect with a new one");
+                let _ = writer.send(session.render(&frame)).await;
+                let _ = writer.sink.send(close(CLOSE_POLICY, "token expired")).await;
                 break;
             }
             outbound = lease.outbound.recv() => {
@@ -129,7 +142,7 @@ where
 async fn first_frame_auth(
     stream: &mut futures::stream::SplitStream<WebSocket>,
     shared: &Shared,
-) -> Result<UserId, ServerFrame> {
+) -> Result<Login, ServerFrame> {
     let refuse = |text: &str| ServerFrame::error(None, ErrorCode::Forbidden, text);
     let first = tokio::time::timeout(shared.settings.auth_timeout, stream.next())
         .await
@@ -140,7 +153,7 @@ async fn first_frame_auth(
     };
     let token = parse_auth_frame(text.as_bytes(), shared.settings.max_frame_bytes)
         .map_err(|e| ServerFrame::error(e.id, ErrorCode::Forbidden, e.text))?;
-    shared.context.auth.verify(&token).map_err(|e| {
+    shared.context.auth.login(&token).map_err(|e| {
         tracing::info!(error = %e, "websocket auth refused");
         refuse(&e.to_string())
     })

@@ -44,9 +44,9 @@ async fn upgrade(State(shared): State<Arc<Shared>>, Query(query): Query<WsQuery>
     if shared.context.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let user = match query.token.as_deref().map(|token| shared.context.auth.verify(token)) {
+    let login = match query.token.as_deref().map(|token| shared.context.auth.login(token)) {
         None => None,
-        Some(Ok(user)) => Some(user),
+        Some(Ok(login)) => Some(login),
         Some(Err(error)) => {
             tracing::info!(%error, "websocket upgrade refused");
             count_error(NAME, ErrorCode::Forbidden);
@@ -62,7 +62,7 @@ async fn upgrade(State(shared): State<Arc<Shared>>, Query(query): Query<WsQuery>
         .write_buffer_size(0)
         .max_write_buffer_size(limit * 2)
         .on_upgrade(move |socket| async move {
-            connection::serve(socket, user, shared).await;
+            connection::serve(socket, login, shared).await;
             drop(token);
         })
 }
