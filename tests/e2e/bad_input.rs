@@ -185,3 +185,22 @@ async fn a_websocket_session_ends_when_its_token_expires() {
     bob.send(message("b1", "alice", "still there?")).await;
     assert_eq!(long.recv_type("message").await["body"], "still there?");
 }
+
+#[tokio::test]
+async fn an_mqtt_connection_ends_when_its_token_expires() {
+    let secret = "expiry-test-secret";
+    let gateway = Gateway::start_with(&format!("[auth]\njwt_secret = \"{secret}\"\n")).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let claims = json!({"sub": "alice", "exp": now - 27});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("token");
+    let mut alice = MqttClient::connect(gateway.mqtt, "alice", &token, true, "alice-phone").await.expect("accepted within the leeway");
+    alice.subscribe_in().await;
+
+    assert!(alice.try_recv().await.is_none(), "the connection is closed when the token expires");
+    // A fresh token gets her back in.
+    let mut again = gateway.mqtt_user("alice").await;
+    let mut bob = gateway.ws_user("bob").await;
+    bob.send(message("b1", "alice", "welcome back")).await;
+    assert_eq!(again.recv_type("message").await["body"], "welcome back");
+}

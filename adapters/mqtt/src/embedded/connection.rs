@@ -19,6 +19,7 @@ use switchboard_frames::{ClientFrame, ErrorCode, FrameSession, ServerFrame, pars
 use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Delivered, Outbound, SessionLease};
 use switchboard_gateway::UserId;
+use switchboard_gateway::auth::Login;
 use tokio::net::TcpStream;
 
 use super::Shared;
@@ -49,8 +50,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             return;
         }
     };
-    let user = match authenticate(&connect, &shared) {
-        Ok(user) => user,
+    let (user, valid_until) = match authenticate(&connect, &shared) {
+        Ok(login) => (login.user, login.valid_until),
         Err(code) => {
             tracing::info!(%peer, ?code, "mqtt login refused");
             metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
@@ -106,7 +107,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     if client.subscription.is_some() {
         lease.set_deliverable().await;
     }
-    let end = client.run(&mut reader, &mut writer, lease, &connect, attached.taken_over).await;
+    let end = client.run(&mut reader, &mut writer, lease, &connect, attached.taken_over, valid_until).await;
     // Unconfirmed deliveries are released now, so the mailbox stores them at once instead of
     // waiting for this task to end.
     client.inflight.clear();
@@ -143,18 +144,18 @@ async fn read_connect(reader: &mut PacketReader) -> Result<Connect, ConnectError
 }
 
 /// username = user, password = a JWT for that user (CONTRACT §4).
-fn authenticate(connect: &Connect, shared: &Shared) -> Result<UserId, ConnectReturnCode> {
-    let login = connect.login.as_ref().ok_or(ConnectReturnCode::BadUserNamePassword)?;
-    let claimed = UserId::parse(&login.username).map_err(|_| ConnectReturnCode::BadUserNamePassword)?;
-    let user = shared
+fn authenticate(connect: &Connect, shared: &Shared) -> Result<Login, ConnectReturnCode> {
+    let credentials = connect.login.as_ref().ok_or(ConnectReturnCode::BadUserNamePassword)?;
+    let claimed = UserId::parse(&credentials.username).map_err(|_| ConnectReturnCode::BadUserNamePassword)?;
+    let login = shared
         .context
         .auth
-        .verify(&login.password)
+        .login(&credentials.password)
         .map_err(|_| ConnectReturnCode::BadUserNamePassword)?;
-    if user != claimed {
+    if login.user != claimed {
         return Err(ConnectReturnCode::NotAuthorized);
     }
-    Ok(user)
+    Ok(login)
 }
 
 /// Why a connection ended; only a lost connection publishes the Last Will.
@@ -195,7 +196,11 @@ impl Client {
         mut lease: SessionLease,
         connect: &Connect,
         taken_over: tokio_util::sync::CancellationToken,
+        valid_until: std::time::SystemTime,
     ) -> End {
+        // The connection ends with its token, as a WebSocket session does.
+        let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+        tokio::pin!(expiry);
         let keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         let mut answers: FuturesOrdered<BoxFuture<'static, Answer>> = FuturesOrdered::new();
         let shutdown = self.shared.context.shutdown.clone();
@@ -218,6 +223,13 @@ impl Client {
                 biased;
                 () = taken_over.cancelled() => break End::TakenOver,
                 () = &mut kicked => break End::Lost("slow consumer".into()),
+                // MQTT 3.1.1 has no way for a server to say why it disconnects: the connection is
+                // closed, as for a lost one (her Will tells her contacts).
+                () = &mut expiry => {
+                    tracing::info!(user = %self.user, "mqtt connection closed: its token expired");
+                    metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
+                    break End::Lost("token expired".into());
+                }
                 Some(answer) = answers.next(), if !answers.is_empty() => {
                     if let Some(frame) = answer.frame {
                         self.publish_frame(writer, &frame, None);
