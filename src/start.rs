@@ -71,6 +71,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
     settings.offline_ttl = config.limits.offline_ttl.get();
     settings.auto_accept_subscriptions = config.gateway.auto_accept_subscriptions;
     settings.wake_offline_users = config.push.is_some();
+    settings.max_sessions_per_user = usize::try_from(config.limits.sessions_per_user).unwrap_or(usize::MAX);
 
     let mut websocket = WebSocketSettings::new(
         config.http.listen,

@@ -246,6 +246,8 @@ pub struct LimitsConfig {
     /// Queued frames per offline user.
     pub offline_max: u32,
     pub offline_ttl: Duration,
+    /// Live sessions (MQTT connections and WebSockets) per user; one more is refused.
+    pub sessions_per_user: u32,
 }
 
 impl Default for LimitsConfig {
@@ -255,6 +257,7 @@ impl Default for LimitsConfig {
             messages_per_second: 20,
             offline_max: 10_000,
             offline_ttl: Duration::from_secs(30 * 86_400),
+            sessions_per_user: 16,
         }
     }
 }

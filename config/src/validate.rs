@@ -98,6 +98,9 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    if limits.sessions_per_user == 0 {
+        return Err(ConfigError::invalid("limits.sessions_per_user", "must be at least 1"));
+    }
     if limits.offline_max == 0 {
         return Err(ConfigError::invalid("limits.offline_max", "must be at least 1"));
     }

@@ -204,3 +204,38 @@ async fn an_mqtt_connection_ends_when_its_token_expires() {
     bob.send(message("b1", "alice", "welcome back")).await;
     assert_eq!(again.recv_type("message").await["body"], "welcome back");
 }
+
+#[tokio::test]
+async fn one_session_too_many_is_refused_on_either_protocol() {
+    let gateway = Gateway::start_with("[limits]\nsessions_per_user = 2\n").await;
+    let first = gateway.ws_user("alice").await;
+    let _second = gateway.mqtt_user("alice").await;
+
+    let mut third = WsClient::connect_raw(gateway.http).await;
+    third.send(json!({"type": "auth", "token": gateway.token("alice")})).await;
+    let refused = third.recv_type("error").await;
+    assert_eq!(refused["code"], "unavailable");
+    assert!(refused["text"].as_str().is_some_and(|t| t.contains("sessions_per_user")), "{refused}");
+    assert!(third.try_recv().await.is_none(), "then closed");
+    let refused = MqttClient::connect(gateway.mqtt, "alice", &gateway.token("alice"), true, "alice-3").await;
+    let refused = refused.err().expect("refused");
+    assert!(refused.contains("ServiceUnavailable"), "{refused}");
+
+    // Other users are not affected, and a freed slot can be taken again.
+    let mut bob = gateway.ws_user("bob").await;
+    first.close().await;
+    let mut again = {
+        let deadline = std::time::Instant::now() + crate::common::WAIT;
+        loop {
+            let mut attempt = WsClient::connect_raw(gateway.http).await;
+            attempt.send(json!({"type": "auth", "token": gateway.token("alice")})).await;
+            if attempt.recv().await["type"] == "ready" {
+                break attempt;
+            }
+            assert!(std::time::Instant::now() < deadline, "the slot was never freed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    bob.send(message("b1", "alice", "hi")).await;
+    assert_eq!(again.recv_type("message").await["body"], "hi");
+}

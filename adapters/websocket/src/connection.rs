@@ -7,7 +7,7 @@ use futures::stream::FuturesOrdered;
 use futures::{SinkExt, StreamExt};
 use switchboard_frames::{ErrorCode, FrameSession, ServerFrame, count_error, parse_auth_frame};
 use switchboard_gateway::auth::Login;
-use switchboard_gateway::router::Outbound;
+use switchboard_gateway::router::{Outbound, RouterError};
 
 use crate::adapter::NAME;
 use crate::routes::Shared;
@@ -39,6 +39,13 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
     let router = &shared.context.router;
     let mut lease = match router.open_session(user.clone(), NAME).await {
         Ok(lease) => lease,
+        Err(error @ RouterError::TooManySessions { .. }) => {
+            count_error(NAME, ErrorCode::Unavailable);
+            let frame = ServerFrame::error(None, ErrorCode::Unavailable, error.to_string());
+            let _ = sink.send(Message::Text(frame.to_json().into())).await;
+            let _ = sink.send(close(CLOSE_POLICY, "too many sessions")).await;
+            return;
+        }
         Err(error) => {
             tracing::error!(user = %user, %error, "cannot open session");
             let frame = ServerFrame::error(None, ErrorCode::Unavailable, "cannot open a session now");

@@ -21,6 +21,9 @@ pub enum RouterError {
     Stopped,
     #[error("cannot record the user: {0}")]
     Store(#[from] StoreError),
+    /// She already has as many live sessions as `limits.sessions_per_user` allows.
+    #[error("too many sessions for this user (at most {max}: limits.sessions_per_user)")]
+    TooManySessions { max: usize },
 }
 
 /// How adapters talk to the router. Cheap to clone.

@@ -19,7 +19,8 @@ use crate::roster::{self, Direction};
 use crate::id::SessionId;
 use crate::metrics;
 use crate::outcome::{Outcome, Rejection};
-use crate::store::{QueueName, QueueSeq, Store, StoreError};
+use super::RouterError;
+use crate::store::{QueueName, QueueSeq, Store};
 use crate::wake::{Wake, WakeSignal, WakeSignals};
 
 const REPLAY_PAGE: u32 = 128;
@@ -36,7 +37,7 @@ pub(crate) enum MailboxCommand {
     Open {
         entry: SessionEntry,
         newly_known: bool,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<(), RouterError>>,
     },
     Deliverable {
         session: SessionId,
@@ -201,8 +202,13 @@ impl Mailbox {
         }
     }
 
-    async fn open(&mut self, entry: SessionEntry, newly_known: bool) -> Result<(), StoreError> {
+    async fn open(&mut self, entry: SessionEntry, newly_known: bool) -> Result<(), RouterError> {
         let user = self.me();
+        let max = self.settings.max_sessions_per_user;
+        if user.is_some() && self.sessions.len() >= max {
+            tracing::info!(owner = %self.owner, max, "session refused: too many");
+            return Err(RouterError::TooManySessions { max });
+        }
         if let (true, Some(user)) = (newly_known, &user) {
             self.store.ensure_user(user).await?;
         }

@@ -46,6 +46,8 @@ pub struct RouterSettings {
     pub mailbox_idle: Duration,
     /// Answer every subscription request with `subscribed` on the user's behalf.
     pub auto_accept_subscriptions: bool,
+    /// Live sessions per user; one more is refused.
+    pub max_sessions_per_user: usize,
     /// Record a wake for messages and subscription requests stored while their user has no live
     /// session (a waking adapter is configured).
     pub wake_offline_users: bool,
@@ -63,6 +65,7 @@ impl RouterSettings {
             mailbox_idle: Duration::from_secs(30),
             auto_accept_subscriptions: false,
             wake_offline_users: false,
+            max_sessions_per_user: 16,
         }
     }
 }
@@ -75,7 +78,7 @@ pub(crate) enum Command {
     Open {
         owner: Owner,
         entry: SessionEntry,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<(), RouterError>>,
     },
     ToMailbox {
         owner: Owner,

@@ -75,7 +75,10 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let lease = match shared.context.router.open_session(user.clone(), NAME).await {
         Ok(lease) => lease,
         Err(error) => {
-            tracing::error!(user = %user, %error, "cannot open session");
+            // Too many sessions, or the gateway cannot record her: "server unavailable" is the
+            // MQTT 3.1.1 answer either way.
+            tracing::info!(user = %user, %error, "cannot open session");
+            metrics::counter!(ERRORS, "adapter" => NAME, "code" => "unavailable").increment(1);
             writer.queue(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)));
             writer.shutdown().await;
             return;
