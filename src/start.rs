@@ -11,6 +11,7 @@ use switchboard_gateway::health::Health;
 use switchboard_gateway::router::{self, RouterSettings};
 use switchboard_gateway::store::{MessageAliases, SqlStore, Store};
 use switchboard_gateway::wake::WakeOutbox;
+use switchboard_gateway::connections::ConnectionLimits;
 use switchboard_gateway::{Adapter, AdapterContext, Domain};
 use switchboard_mqtt::MqttAdapter;
 use switchboard_push::PushAdapter;
@@ -119,6 +120,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         health,
         aliases: MessageAliases::new(store.clone()),
         wake_outbox: WakeOutbox::new(store.clone()),
+        connections: ConnectionLimits::new(usize::try_from(config.limits.connections_per_ip).unwrap_or(usize::MAX)),
         shutdown: shutdown.clone(),
     };
     let tasks = TaskTracker::new();

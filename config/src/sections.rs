@@ -248,6 +248,8 @@ pub struct LimitsConfig {
     pub offline_ttl: Duration,
     /// Live sessions (MQTT connections and WebSockets) per user; one more is refused.
     pub sessions_per_user: u32,
+    /// Open MQTT and WebSocket connections per client IP address; 0 for no limit.
+    pub connections_per_ip: u32,
 }
 
 impl Default for LimitsConfig {
@@ -258,6 +260,7 @@ impl Default for LimitsConfig {
             offline_max: 10_000,
             offline_ttl: Duration::from_secs(30 * 86_400),
             sessions_per_user: 16,
+            connections_per_ip: 1024,
         }
     }
 }

@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::connections::ConnectionLimits;
 use crate::health::Health;
 use crate::router::RouterHandle;
 use crate::store::MessageAliases;
@@ -54,6 +55,8 @@ pub struct AdapterContext {
     pub aliases: MessageAliases,
     /// Who is to be woken, and the devices to wake.
     pub wake_outbox: WakeOutbox,
+    /// Connections per client address, across listeners.
+    pub connections: ConnectionLimits,
     /// Cancelled when the gateway begins to shut down: stop accepting, settle in-flight work, return.
     pub shutdown: CancellationToken,
 }

@@ -11,6 +11,7 @@
 //! - `store`: the durable store behind a trait (SQLite embedded, PostgreSQL shared).
 //! - `auth`: JWT verification and minting, shared by every adapter that logs users in.
 //! - `health`: which configured peers are reachable, for `/healthz`.
+//! - `connections`: connections per client address, shared by every listener.
 //! - `wake`: when a user without a live session is to be woken, and the outbox that keeps it.
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@
 pub mod adapter;
 pub mod address;
 pub mod auth;
+pub mod connections;
 pub mod envelope;
 pub mod health;
 pub mod id;

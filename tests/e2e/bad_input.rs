@@ -239,3 +239,31 @@ async fn one_session_too_many_is_refused_on_either_protocol() {
     bob.send(message("b1", "alice", "hi")).await;
     assert_eq!(again.recv_type("message").await["body"], "hi");
 }
+
+#[tokio::test]
+async fn one_connection_too_many_from_an_address_is_refused() {
+    let gateway = Gateway::start_with("[limits]\nconnections_per_ip = 2\n").await;
+    let alice = gateway.ws_user("alice").await;
+    let _bob = gateway.mqtt_user("bob").await;
+
+    let url = format!("ws://{}/ws?token={}", gateway.http, gateway.token("carol"));
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("connections_per_ip"), "{body}");
+        }
+        other => panic!("a third connection from 127.0.0.1 was not refused: {:?}", other.map(|_| ())),
+    }
+    let refused = MqttClient::connect(gateway.mqtt, "carol", &gateway.token("carol"), true, "carol").await;
+    assert!(refused.is_err(), "the MQTT endpoint refuses it too");
+    // The HTTP endpoints are not connections that hold a session.
+    assert_eq!(gateway.http_get("/healthz").await.0, 200);
+
+    alice.close().await;
+    let deadline = std::time::Instant::now() + crate::common::WAIT;
+    while tokio_tungstenite::connect_async(url.as_str()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

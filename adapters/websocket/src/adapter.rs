@@ -53,7 +53,7 @@ impl Adapter for WebSocketAdapter {
             });
             let app = routes::router(shared);
             let shutdown = context.shutdown.clone();
-            let served = axum::serve(listener, app)
+            let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })
                 .await;
             // Upgraded sockets live outside the HTTP server: wait for them to settle their

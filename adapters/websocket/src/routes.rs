@@ -2,13 +2,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use switchboard_frames::{ErrorCode, RateLimiter, count_error};
+use switchboard_frames::{ErrorCode, RateLimiter, ServerFrame, count_error};
 use switchboard_gateway::AdapterContext;
 use tokio_util::task::TaskTracker;
 
@@ -40,10 +40,22 @@ struct WsQuery {
     token: Option<String>,
 }
 
-async fn upgrade(State(shared): State<Arc<Shared>>, Query(query): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Query(query): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
     if shared.context.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    let Some(slot) = shared.context.connections.admit(peer.ip()) else {
+        let max = shared.context.connections.per_ip();
+        tracing::info!(%peer, max, "websocket refused: too many connections from this address");
+        count_error(NAME, ErrorCode::RateLimited);
+        let frame = ServerFrame::error(None, ErrorCode::RateLimited, format!("too many connections from this address (at most {max}: limits.connections_per_ip)"));
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::CONTENT_TYPE, "application/json")], frame.to_json()).into_response();
+    };
     let login = match query.token.as_deref().map(|token| shared.context.auth.login(token)) {
         None => None,
         Some(Ok(login)) => Some(login),
@@ -64,6 +76,7 @@ async fn upgrade(State(shared): State<Arc<Shared>>, Query(query): Query<WsQuery>
         .on_upgrade(move |socket| async move {
             connection::serve(socket, login, shared).await;
             drop(token);
+            drop(slot);
         })
 }
 

@@ -41,8 +41,19 @@ pub(crate) async fn serve(listener: TcpListener, settings: MqttSettings, context
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Over the limit: closed before anything is read (MQTT has no refusal
+                    // before CONNECT).
+                    let Some(slot) = shared.context.connections.admit(peer.ip()) else {
+                        tracing::info!(%peer, max = shared.context.connections.per_ip(), "mqtt connection refused: too many from this address (limits.connections_per_ip)");
+                        metrics::counter!(switchboard_gateway::metrics::ERRORS, "adapter" => crate::adapter::NAME, "code" => "too-many-connections").increment(1);
+                        drop(stream);
+                        continue;
+                    };
                     let shared = shared.clone();
-                    connections.spawn(async move { connection::serve(stream, peer, shared).await });
+                    connections.spawn(async move {
+                        connection::serve(stream, peer, shared).await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
