@@ -52,6 +52,13 @@ fn into_config_error(error: figment::Error) -> ConfigError {
             }
             "unknown key".to_owned()
         }
+        // Named by the key that is missing, not by its section.
+        figment::error::Kind::MissingField(field) => {
+            if path.last().map(String::as_str) != Some(field.as_ref()) {
+                path.push(field.to_string());
+            }
+            "missing key".to_owned()
+        }
         other => other.to_string(),
     };
     let key = if path.is_empty() {

@@ -267,3 +267,39 @@ async fn one_connection_too_many_from_an_address_is_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Every file of the bad-frame corpus (tests/corpus/frames), sent over a WebSocket and over MQTT:
+/// each is answered with a contract error code, the session goes on, and the gateway too.
+#[tokio::test]
+async fn the_bad_frame_corpus_gets_contract_errors_and_breaks_nothing() {
+    const CODES: [&str; 7] = ["bad-request", "forbidden", "not-found", "too-large", "rate-limited", "unavailable", "internal"];
+    let gateway = Gateway::start_with("[limits]\nmessages_per_second = 1000\n").await;
+    gateway.ws_user("bob").await.close().await;
+    let mut ws = gateway.ws_user("alice").await;
+    let mut mqtt = gateway.mqtt_user("carol").await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/frames");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("corpus").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    assert!(files.len() >= 20, "the corpus is there");
+    for file in &files {
+        let bytes = std::fs::read(file).expect("readable");
+        let name = file.display();
+        match String::from_utf8(bytes.clone()) {
+            Ok(text) => ws.send_text(text).await,
+            Err(_) => ws.send_raw(WsMessage::Binary(bytes.clone().into())).await,
+        }
+        let answer = ws.recv().await;
+        assert_eq!(answer["type"], "error", "{name} over WebSocket: {answer}");
+        assert!(CODES.contains(&answer["code"].as_str().unwrap_or_default()), "{name}: {answer}");
+
+        mqtt.publish("im/carol/out", bytes).await;
+        let answer = mqtt.recv().await;
+        assert_eq!(answer["type"], "error", "{name} over MQTT: {answer}");
+        assert!(CODES.contains(&answer["code"].as_str().unwrap_or_default()), "{name}: {answer}");
+    }
+    ws.send(message("w1", "bob", "still fine")).await;
+    assert_eq!(ws.recv_type("ack").await["id"], "w1");
+    mqtt.send(message("m1", "bob", "still fine")).await;
+    assert_eq!(mqtt.recv_type("ack").await["id"], "m1");
+    assert_eq!(gateway.http_get("/healthz").await.0, 200);
+}
