@@ -124,13 +124,7 @@ impl Provider for Apns {
 }
 
 fn payload(notification: &Notification) -> Value {
-    let mut alert = json!({ "title": notification.title });
-    if !notification.body.is_empty() {
-        alert["body"] = json!(notification.body);
-    }
-    let mut payload = json!({
-        "aps": { "alert": alert, "badge": notification.count, "sound": "default" }
-    });
+    let mut payload = json!({ "aps": notification.aps() });
     for (key, value) in &notification.data {
         payload[*key] = json!(value);
     }

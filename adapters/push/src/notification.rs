@@ -24,6 +24,20 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// `{"title", "body"}`, without an empty body: FCM's `notification` and APNs' `alert`.
+    pub fn title_and_body(&self) -> serde_json::Value {
+        let mut shown = serde_json::json!({ "title": self.title });
+        if !self.body.is_empty() {
+            shown["body"] = serde_json::json!(self.body);
+        }
+        shown
+    }
+
+    /// The `aps` dictionary of an iOS notification, sent directly or through FCM.
+    pub fn aps(&self) -> serde_json::Value {
+        serde_json::json!({ "alert": self.title_and_body(), "badge": self.count, "sound": "default" })
+    }
+
     pub fn new(summary: &WakeSummary, content: PushContent, domain: &Domain) -> Self {
         let newest = &summary.newest;
         let count = summary.count.max(1);

@@ -11,12 +11,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{QueueSeq, StoreError};
 use crate::envelope::Timestamp;
-use crate::wake::WakeSeq;
+use crate::wake::{Wake, WakeSeq};
 
 /// Appends per transaction at most: bounds the time one commit holds the write lock.
 const MAX_BATCH: usize = 256;
 
-/// A wake row, serialised by the caller.
+/// A wake row, serialised.
 pub(super) struct WakeRow {
     pub user: String,
     pub sender: String,
@@ -24,6 +24,32 @@ pub(super) struct WakeRow {
     pub text: Option<String>,
     pub msg: String,
     pub at: i64,
+}
+
+impl WakeRow {
+    pub(super) fn new(wake: &Wake) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            user: wake.user.as_str().to_owned(),
+            sender: serde_json::to_string(&wake.from)?,
+            kind: wake.kind.as_str(),
+            text: wake.text.clone(),
+            msg: wake.msg.as_str().to_owned(),
+            at: wake.at.0,
+        })
+    }
+
+    /// The one statement that records a wake, in a group commit or alone.
+    pub(super) fn insert(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+        sqlx::query(
+            "INSERT INTO wakes (user_name, sender, kind, text, msg, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+        )
+        .bind(self.user.as_str())
+        .bind(self.sender.as_str())
+        .bind(self.kind)
+        .bind(self.text.clone())
+        .bind(self.msg.as_str())
+        .bind(self.at)
+    }
 }
 
 type Reply = oneshot::Sender<Result<(QueueSeq, Option<WakeSeq>), String>>;
@@ -115,17 +141,7 @@ async fn commit(pool: &AnyPool, batch: &[Append]) -> Result<Vec<(QueueSeq, Optio
             .await?;
         let woken = match &append.wake {
             Some(wake) => {
-                let row = sqlx::query(
-                    "INSERT INTO wakes (user_name, sender, kind, text, msg, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-                )
-                .bind(wake.user.as_str())
-                .bind(wake.sender.as_str())
-                .bind(wake.kind)
-                .bind(wake.text.clone())
-                .bind(wake.msg.as_str())
-                .bind(wake.at)
-                .fetch_one(&mut *tx)
-                .await?;
+                let row = wake.insert().fetch_one(&mut *tx).await?;
                 Some(WakeSeq(row.try_get::<i64, _>("seq")?))
             }
             None => None,

@@ -106,16 +106,6 @@ fn wake_from_row(row: &sqlx::any::AnyRow) -> Result<Wake, StoreError> {
     })
 }
 
-fn insert_wake(wake: &Wake, sender: String) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-    sqlx::query("INSERT INTO wakes (user_name, sender, kind, text, msg, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq")
-        .bind(wake.user.as_str())
-        .bind(sender)
-        .bind(wake.kind.as_str())
-        .bind(wake.text.clone())
-        .bind(wake.msg.as_str())
-        .bind(wake.at.0)
-}
-
 fn user_from_row(name: String) -> Result<UserId, StoreError> {
     UserId::parse(&name).map_err(|e| StoreError::Corrupt(serde::de::Error::custom(e)))
 }
@@ -168,15 +158,7 @@ impl Store for SqlStore {
             let started = Instant::now();
             let result = async {
                 let json = serde_json::to_string(envelope)?;
-                let row = WakeRow {
-                    user: wake.user.as_str().to_owned(),
-                    sender: serde_json::to_string(&wake.from)?,
-                    kind: wake.kind.as_str(),
-                    text: wake.text.clone(),
-                    msg: wake.msg.as_str().to_owned(),
-                    at: wake.at.0,
-                };
-                match self.appender.append(queue.as_str().to_owned(), json, Some(row)).await? {
+                match self.appender.append(queue.as_str().to_owned(), json, Some(WakeRow::new(wake)?)).await? {
                     (seq, Some(woken)) => Ok((seq, woken)),
                     (_, None) => Err(StoreError::Batch("the wake was not recorded".into())),
                 }
@@ -480,8 +462,8 @@ impl Store for SqlStore {
 
     fn record_wake<'a>(&'a self, wake: &'a Wake) -> StoreFuture<'a, WakeSeq> {
         Box::pin(async move {
-            let sender = serde_json::to_string(&wake.from)?;
-            let row = insert_wake(wake, sender).fetch_one(&self.pool).await?;
+            let row = WakeRow::new(wake)?;
+            let row = row.insert().fetch_one(&self.pool).await?;
             Ok(WakeSeq(row.try_get::<i64, _>("seq")?))
         })
     }

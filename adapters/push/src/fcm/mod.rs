@@ -79,18 +79,10 @@ impl Provider for Fcm {
 /// The v1 `Message`: a notification Android shows by itself, `data` for the app, high priority
 /// so a dozing phone wakes, and an APNs block for iOS apps that receive through FCM.
 fn message(token: &str, notification: &Notification) -> Value {
-    let mut shown = json!({ "title": notification.title });
-    if !notification.body.is_empty() {
-        shown["body"] = json!(notification.body);
-    }
-    let mut alert = json!({ "title": notification.title });
-    if !notification.body.is_empty() {
-        alert["body"] = json!(notification.body);
-    }
     json!({
         "message": {
             "token": token,
-            "notification": shown,
+            "notification": notification.title_and_body(),
             "data": notification.data,
             "android": {
                 "priority": "high",
@@ -103,9 +95,7 @@ fn message(token: &str, notification: &Notification) -> Value {
                     "apns-push-type": "alert",
                     "apns-collapse-id": crate::COLLAPSE_ID,
                 },
-                "payload": {
-                    "aps": { "alert": alert, "badge": notification.count, "sound": "default" }
-                }
+                "payload": { "aps": notification.aps() }
             }
         }
     })
