@@ -123,7 +123,10 @@ modules:
     fn ejabberdctl(&self) -> Command {
         let dir = self.dir.path();
         let mut command = Command::new("setpriv");
+        // The Erlang VM reads from its working directory: the test's own may belong to root
+        // with mode 0700 (a `mktemp -d` checkout), which the ejabberd user cannot enter.
         command
+            .current_dir(dir)
             .args(["--reuid=ejabberd", "--regid=ejabberd", "--init-groups", "env"])
             .arg(format!("HOME={}", dir.display()))
             .arg(EJABBERDCTL)
