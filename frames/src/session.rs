@@ -1,8 +1,8 @@
 //! What one authenticated client connection does with frames, whatever carries them.
 
 use switchboard_gateway::metrics::{ERRORS, FRAMES_IN, FRAMES_OUT};
-use switchboard_gateway::router::{Pending, RouterHandle};
-use switchboard_gateway::{Domain, Envelope, MessageId, UserId};
+use switchboard_gateway::router::{Pending, RouterHandle, Submitted};
+use switchboard_gateway::{Body, Domain, Envelope, MessageId, UserId};
 
 use crate::code::ErrorCode;
 use crate::convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
@@ -78,11 +78,18 @@ impl FrameSession {
             return self.refuse(FrameError::new(id, ErrorCode::RateLimited, "slow down"));
         }
         match frame_to_envelope(frame, &self.user, &self.domain) {
-            Ok(envelope) => {
-                let msg = envelope.id.clone();
-                let pending = self.router.submit(envelope).await;
-                Reply::Later { id, msg, pending }
-            }
+            Ok(envelope) => match id.as_deref() {
+                // A message she resends because no `ack` reached her is answered, not routed twice.
+                Some(client_id) if matches!(envelope.body, Body::Message(_)) => {
+                    let Submitted { msg, pending, .. } = self.router.submit_message(client_id, envelope).await;
+                    Reply::Later { id, msg, pending }
+                }
+                _ => {
+                    let msg = envelope.id.clone();
+                    let pending = self.router.submit(envelope).await;
+                    Reply::Later { id, msg, pending }
+                }
+            },
             Err(error) => self.refuse(error),
         }
     }

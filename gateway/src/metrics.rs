@@ -14,3 +14,5 @@ pub const ROUTER_QUEUE: &str = "switchboard_router_queue_depth";
 pub const MAILBOX_QUEUE: &str = "switchboard_mailbox_queue_depth";
 /// Envelopes written to the offline store.
 pub const STORED: &str = "switchboard_offline_stored_total";
+/// Messages a sender sent again that were answered from the first copy, not routed twice.
+pub const RESENDS: &str = "switchboard_resends_suppressed_total";

@@ -14,6 +14,7 @@ mod offline;
 mod postgres;
 mod presence;
 mod push;
+mod resends;
 mod prosody;
 mod store;
 mod xmpp;

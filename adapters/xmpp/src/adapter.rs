@@ -355,7 +355,13 @@ async fn handle(stanza: Element, inbound: Inbound, addressing: &Addressing, cont
                 }
             }
             tracing::debug!(user = %user, msg = %envelope.id, stanza_id = ?stanza_id, kind = envelope.body.kind_name(), "stanza from xmpp");
-            let pending: Pending = context.router.submit(envelope).await;
+            let pending: Pending = match stanza_id.as_deref() {
+                // A client that resends after its server restarted keeps the stanza id.
+                Some(stanza_id) if matches!(envelope.body, Body::Message(_)) => {
+                    context.router.submit_message(stanza_id, envelope).await.pending
+                }
+                _ => context.router.submit(envelope).await,
+            };
             Some(Box::pin(async move {
                 let condition = match pending.await {
                     Outcome::Delivered | Outcome::Stored | Outcome::Accepted => return None,

@@ -6,11 +6,13 @@ use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::resends::{Admission, RecentMessages, SharedOutcome};
 use super::session::{SessionEntry, SessionLease};
 use super::{Command, Owner, RouterSettings};
 use crate::address::UserId;
 use crate::envelope::Envelope;
-use crate::id::SessionId;
+use crate::id::{MessageId, SessionId};
+use crate::metrics;
 use crate::outcome::Outcome;
 use crate::store::StoreError;
 use crate::wake::{WakeSignal, WakeSignals};
@@ -32,11 +34,12 @@ pub struct RouterHandle {
     commands: mpsc::Sender<Command>,
     settings: Arc<RouterSettings>,
     wakes: WakeSignals,
+    recent: Arc<RecentMessages>,
 }
 
 impl RouterHandle {
     pub(crate) fn new(commands: mpsc::Sender<Command>, settings: Arc<RouterSettings>, wakes: WakeSignals) -> Self {
-        Self { commands, settings, wakes }
+        Self { commands, settings, wakes, recent: Arc::default() }
     }
 
     /// For the waking adapter: who is to be woken, and who came back. Only the latest
@@ -59,7 +62,28 @@ impl RouterHandle {
         if self.commands.send(command).await.is_err() {
             return Pending::ready(Outcome::Retryable("the gateway is shutting down".into()));
         }
-        Pending { outcome: Some(outcome), ready: None }
+        Pending(Waiting::Router(outcome))
+    }
+
+    /// Like [`Self::submit`], for what a sender names with her own id (a frame's `id`, a stanza's
+    /// `id`): a resend of a message she sent lately is answered with the first copy's id and
+    /// outcome instead of being routed again (see `resends`).
+    pub async fn submit_message(&self, client_id: &str, envelope: Envelope) -> Submitted {
+        match self.recent.admit(client_id, &envelope) {
+            Admission::Resend { msg, outcome } => {
+                tracing::debug!(msg = %msg, client_id, "resend of a message already routed");
+                ::metrics::counter!(metrics::RESENDS).increment(1);
+                Submitted { msg, pending: Pending(Waiting::Shared(outcome)), resend: true }
+            }
+            Admission::New { outcome, reply } => {
+                let msg = envelope.id.clone();
+                if self.commands.send(Command::Submit { envelope, reply }).await.is_err() {
+                    // The reply is dropped with the command: the shared outcome says retry.
+                    tracing::debug!(msg = %msg, "router stopped before the message was routed");
+                }
+                Submitted { msg, pending: Pending(Waiting::Shared(outcome)), resend: false }
+            }
+        }
     }
 
     /// Registers a live connection of `user`, recording her as known. The session receives
@@ -112,14 +136,18 @@ impl RouterHandle {
 }
 
 /// The outcome of a submitted envelope, once the router knows it.
-pub struct Pending {
-    outcome: Option<oneshot::Receiver<Outcome>>,
-    ready: Option<Outcome>,
+pub struct Pending(Waiting);
+
+enum Waiting {
+    Ready(Option<Outcome>),
+    Router(oneshot::Receiver<Outcome>),
+    /// A message whose outcome resends of it wait for too.
+    Shared(SharedOutcome),
 }
 
 impl Pending {
     fn ready(outcome: Outcome) -> Self {
-        Self { outcome: None, ready: Some(outcome) }
+        Self(Waiting::Ready(Some(outcome)))
     }
 }
 
@@ -127,15 +155,24 @@ impl Future for Pending {
     type Output = Outcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        if let Some(outcome) = self.ready.take() {
-            return Poll::Ready(outcome);
-        }
-        match self.outcome.as_mut() {
-            Some(receiver) => Pin::new(receiver).poll(cx).map(|result| {
+        match &mut self.0 {
+            Waiting::Ready(outcome) => {
+                Poll::Ready(outcome.take().unwrap_or_else(|| Outcome::Retryable("already resolved".into())))
+            }
+            Waiting::Router(receiver) => Pin::new(receiver).poll(cx).map(|result| {
                 // A resolver dropped unresolved means nobody took responsibility: retry.
                 result.unwrap_or_else(|_| Outcome::Retryable("the gateway is shutting down".into()))
             }),
-            None => Poll::Ready(Outcome::Retryable("already resolved".into())),
+            Waiting::Shared(shared) => Pin::new(shared).poll(cx),
         }
     }
+}
+
+/// A message handed to the router by [`RouterHandle::submit_message`].
+pub struct Submitted {
+    /// The gateway's id for it: the first copy's when this was a resend.
+    pub msg: MessageId,
+    pub pending: Pending,
+    /// A resend of a message routed lately; it was not routed again.
+    pub resend: bool,
 }

@@ -8,6 +8,7 @@
 
 mod handle;
 mod mailbox;
+mod resends;
 mod session;
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +18,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-pub use handle::{Pending, RouterError, RouterHandle};
+pub use handle::{Pending, RouterError, RouterHandle, Submitted};
+pub use resends::{CAPACITY as RESEND_CAPACITY, WINDOW as RESEND_WINDOW};
 pub use session::{Delivered, Outbound, SessionLease};
 
 use crate::address::{Address, Domain, UserId};

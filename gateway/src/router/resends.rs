@@ -1,0 +1,217 @@
+//! Recognises a message its sender sends again because no answer reached her (her connection
+//! dropped before the `ack`, the XMPP server restarted, her MQTT client resent an unacknowledged
+//! PUBLISH). The resend is answered with the first copy's outcome and gateway id, and is not
+//! routed again, so the recipient sees it once.
+//!
+//! Kept in memory, bounded: a resend is recognised within [`WINDOW`] and among the gateway's
+//! last [`CAPACITY`] messages. A restart of the gateway forgets it (docs/reliability.md says what
+//! that means). Only what the sender names the same way is a resend: the same sender, the same
+//! client id and the same recipient and content. The same id with other content is a new message
+//! (clients that number their messages from 1 again after a reinstall lose nothing).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::oneshot;
+
+use crate::address::Address;
+use crate::envelope::{Body, Envelope};
+use crate::id::MessageId;
+use crate::outcome::Outcome;
+
+/// How long a message's outcome is remembered for a resend.
+pub const WINDOW: Duration = Duration::from_secs(600);
+/// At most this many messages are remembered; beyond it the oldest are forgotten first.
+pub const CAPACITY: usize = 65_536;
+
+pub(crate) type SharedOutcome = Shared<BoxFuture<'static, Outcome>>;
+
+/// What [`RecentMessages::admit`] decided.
+pub(crate) enum Admission {
+    /// Not seen before: route it; its outcome is also remembered for resends.
+    New { outcome: SharedOutcome, reply: oneshot::Sender<Outcome> },
+    /// A resend: answer it with the first copy's id and outcome.
+    Resend { msg: MessageId, outcome: SharedOutcome },
+}
+
+struct Entry {
+    content: u64,
+    msg: MessageId,
+    outcome: SharedOutcome,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Recent {
+    entries: HashMap<u64, Entry>,
+    /// Keys in the order they were remembered, to forget the oldest first. A key remembered again
+    /// appears twice; the older mention is skipped when its entry turns out newer.
+    order: VecDeque<(Instant, u64)>,
+}
+
+/// The messages routed lately, by sender and client id. Shared by every adapter's sessions.
+#[derive(Default)]
+pub(crate) struct RecentMessages {
+    hasher: RandomState,
+    recent: Mutex<Recent>,
+}
+
+impl RecentMessages {
+    /// Decides whether `envelope`, which its sender calls `client_id`, repeats a message she sent
+    /// lately. Bodies other than messages are never treated as resends (a repeated presence or
+    /// receipt does no harm).
+    pub(crate) fn admit(&self, client_id: &str, envelope: &Envelope) -> Admission {
+        let Body::Message(message) = &envelope.body else {
+            return fresh().0;
+        };
+        let key = self.hash_one((sender_key(&envelope.from), client_id));
+        let content = self.hash_one((&envelope.to, &message.body, &message.thread, &message.subject));
+        let now = Instant::now();
+        // A poisoned lock only means another thread panicked mid-update; the map is still usable.
+        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.forget_old(now);
+        if let Some(entry) = recent.entries.get(&key)
+            && entry.content == content
+            && entry.outcome.peek().is_none_or(Outcome::is_accepted)
+        {
+            return Admission::Resend { msg: entry.msg.clone(), outcome: entry.outcome.clone() };
+        }
+        let (admission, outcome) = fresh();
+        recent.entries.insert(key, Entry { content, msg: envelope.id.clone(), outcome, at: now });
+        recent.order.push_back((now, key));
+        admission
+    }
+
+    fn hash_one(&self, value: impl Hash) -> u64 {
+        self.hasher.hash_one(value)
+    }
+}
+
+impl Recent {
+    fn forget_old(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.order.front() {
+            let expired = now.duration_since(at) > WINDOW;
+            if !expired && self.entries.len() < CAPACITY {
+                break;
+            }
+            self.order.pop_front();
+            // Only if this mention is the entry's latest: a key remembered again lives on.
+            if self.entries.get(&key).is_some_and(|entry| entry.at == at) {
+                self.entries.remove(&key);
+            }
+        }
+    }
+}
+
+/// A resend may come from another connection, or for an XMPP sender another resource.
+fn sender_key(from: &Address) -> Address {
+    match from {
+        Address::Remote(remote) => Address::Remote(remote.bare()),
+        other => other.clone(),
+    }
+}
+
+fn fresh() -> (Admission, SharedOutcome) {
+    let (reply, receiver) = oneshot::channel();
+    let outcome: SharedOutcome = receiver
+        // A resolver dropped unresolved means nobody took responsibility: retry.
+        .map(|result| result.unwrap_or_else(|_| Outcome::Retryable("the gateway is shutting down".into())))
+        .boxed()
+        .shared();
+    (Admission::New { outcome: outcome.clone(), reply }, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::UserId;
+    use crate::envelope::{MessageBody, MessageKind};
+
+    fn message(from: &str, to: &str, text: &str) -> Envelope {
+        let user = |name: &str| Address::user(UserId::parse(name).expect("valid user"));
+        let body = MessageBody { body: text.into(), thread: None, subject: None, kind: MessageKind::Chat };
+        Envelope::new(user(from), user(to), Body::Message(body))
+    }
+
+    fn settle(admission: Admission, outcome: Outcome) -> MessageId {
+        match admission {
+            Admission::New { reply, .. } => {
+                let _ = reply.send(outcome);
+                MessageId::generate()
+            }
+            Admission::Resend { msg, .. } => msg,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resend_gets_the_first_copys_id_and_outcome() {
+        let recent = RecentMessages::default();
+        let first = message("alice", "bob", "hi");
+        let Admission::New { reply, .. } = recent.admit("c1", &first) else { panic!("first copy is new") };
+        let _ = reply.send(Outcome::Delivered);
+        let resend = message("alice", "bob", "hi");
+        let Admission::Resend { msg, outcome } = recent.admit("c1", &resend) else { panic!("a resend") };
+        assert_eq!(msg, first.id);
+        assert_eq!(outcome.await, Outcome::Delivered);
+    }
+
+    #[tokio::test]
+    async fn a_resend_while_the_first_is_in_flight_waits_for_its_outcome() {
+        let recent = RecentMessages::default();
+        let Admission::New { reply, .. } = recent.admit("c1", &message("alice", "bob", "hi")) else { panic!("new") };
+        let Admission::Resend { outcome, .. } = recent.admit("c1", &message("alice", "bob", "hi")) else { panic!("resend") };
+        let waiting = tokio::spawn(outcome);
+        let _ = reply.send(Outcome::Stored);
+        assert_eq!(waiting.await.expect("joins"), Outcome::Stored);
+    }
+
+    #[test]
+    fn the_same_id_with_other_content_or_another_sender_is_new() {
+        let recent = RecentMessages::default();
+        settle(recent.admit("1", &message("alice", "bob", "hi")), Outcome::Delivered);
+        assert!(matches!(recent.admit("1", &message("alice", "bob", "hello again")), Admission::New { .. }));
+        assert!(matches!(recent.admit("1", &message("alice", "carol", "hi")), Admission::New { .. }));
+        assert!(matches!(recent.admit("1", &message("dave", "bob", "hi")), Admission::New { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_failed_message_is_routed_again_when_resent() {
+        let recent = RecentMessages::default();
+        let Admission::New { reply, outcome } = recent.admit("c1", &message("alice", "bob", "hi")) else { panic!("new") };
+        let _ = reply.send(Outcome::Retryable("busy".into()));
+        assert!(!outcome.await.is_accepted());
+        assert!(matches!(recent.admit("c1", &message("alice", "bob", "hi")), Admission::New { .. }));
+    }
+
+    #[test]
+    fn only_messages_are_remembered() {
+        let recent = RecentMessages::default();
+        let user = Address::user(UserId::parse("alice").expect("valid"));
+        let presence = Envelope::new(
+            user.clone(),
+            user,
+            Body::Presence(crate::envelope::PresenceBody { show: crate::envelope::Show::Away, status: None }),
+        );
+        assert!(matches!(recent.admit("p", &presence), Admission::New { .. }));
+        assert!(matches!(recent.admit("p", &presence), Admission::New { .. }));
+    }
+
+    #[test]
+    fn memory_is_bounded_oldest_forgotten_first() {
+        let recent = RecentMessages::default();
+        for n in 0..CAPACITY + 10 {
+            settle(recent.admit(&n.to_string(), &message("alice", "bob", "hi")), Outcome::Delivered);
+        }
+        let entries = recent.recent.lock().expect("lock").entries.len();
+        assert!(entries <= CAPACITY, "{entries} remembered");
+        assert!(matches!(recent.admit("0", &message("alice", "bob", "hi")), Admission::New { .. }), "the oldest is forgotten");
+        assert!(matches!(
+            recent.admit(&(CAPACITY + 9).to_string(), &message("alice", "bob", "hi")),
+            Admission::Resend { .. }
+        ));
+    }
+}
