@@ -123,7 +123,7 @@ impl Drop for Gateway {
 }
 
 /// `extra`'s keys win over `base`'s, section by section.
-fn merge_toml(base: &str, extra: &str) -> String {
+pub fn merge_toml(base: &str, extra: &str) -> String {
     let mut merged: toml::Table = base.parse().expect("base TOML");
     let extra: toml::Table = extra.parse().expect("extra TOML");
     for (section, values) in extra {

@@ -8,6 +8,7 @@ mod common;
 mod ejabberd;
 mod ejabberd_interop;
 mod external_broker;
+mod fault;
 mod mosquitto;
 mod mqtt_endpoint;
 mod offline;

@@ -23,6 +23,15 @@ pub fn free_port() -> u16 {
 impl Mosquitto {
     /// `users` are (name, password) pairs; `gateway` is the gateway's own account in the ACL.
     pub async fn start(users: &[(&str, &str)]) -> Self {
+        Self::start_with(users, false).await
+    }
+
+    /// With persistence: sessions and their queued messages survive a graceful restart.
+    pub async fn start_persistent(users: &[(&str, &str)]) -> Self {
+        Self::start_with(users, true).await
+    }
+
+    async fn start_with(users: &[(&str, &str)], persistent: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, "").expect("password file");
@@ -43,9 +52,10 @@ impl Mosquitto {
         std::fs::write(
             &config,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nmax_queued_messages 100000\nlog_dest file {}\nlog_type error\nlog_type warning\n",
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence {persistent}\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file {}\nlog_type error\nlog_type warning\n",
                 passwd.display(),
                 acl.display(),
+                dir.path().display(),
                 dir.path().join("mosquitto.log").display()
             ),
         )
@@ -90,6 +100,19 @@ impl Mosquitto {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
         }
+    }
+
+    /// SIGTERM (a persistent broker saves its sessions), then starts it again on the same port.
+    pub async fn restart_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            }
+            if tokio::time::timeout(WAIT, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+        self.spawn().await;
     }
 
     /// Kills and starts it again on the same port; it forgets every session (no persistence).
