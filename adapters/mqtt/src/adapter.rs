@@ -1,6 +1,6 @@
 use futures::future::BoxFuture;
 use switchboard_config::{LimitsConfig, MqttConfig, MqttMode};
-use switchboard_gateway::{Adapter, AdapterContext, AdapterError, bind_listener};
+use switchboard_gateway::{Adapter, AdapterContext, AdapterError, Listening, bind_listener};
 use tokio::net::TcpListener;
 
 use crate::config::MqttSettings;
@@ -28,14 +28,14 @@ impl Adapter for MqttAdapter {
         NAME
     }
 
-    fn bind(&mut self) -> BoxFuture<'_, Result<Option<std::net::SocketAddr>, AdapterError>> {
+    fn bind(&mut self) -> BoxFuture<'_, Result<Listening, AdapterError>> {
         Box::pin(async move {
             let Some(address) = self.settings.embedded_listen() else {
-                return Ok(None);
+                return Ok(Listening::new());
             };
             let (listener, bound) = bind_listener(NAME, "mqtt.listen", address).await?;
             self.listener = Some(listener);
-            Ok(bound)
+            Ok(bound.map(|address| (NAME, address)).into_iter().collect())
         })
     }
 

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use switchboard_frames::RateLimiter;
-use switchboard_gateway::{Adapter, AdapterContext, AdapterError, bind_listener};
+use switchboard_gateway::{Adapter, AdapterContext, AdapterError, Listening, bind_listener};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
@@ -27,12 +27,12 @@ impl Adapter for WebSocketAdapter {
         NAME
     }
 
-    fn bind(&mut self) -> BoxFuture<'_, Result<Option<std::net::SocketAddr>, AdapterError>> {
+    fn bind(&mut self) -> BoxFuture<'_, Result<Listening, AdapterError>> {
         Box::pin(async move {
             let address = self.settings.listen;
             let (listener, bound) = bind_listener(NAME, "http.listen", address).await?;
             self.listener = Some(listener);
-            Ok(bound)
+            Ok(bound.map(|address| (NAME, address)).into_iter().collect())
         })
     }
 
