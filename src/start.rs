@@ -80,6 +80,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         config.limits.messages_per_second,
     );
     websocket.metrics = metrics;
+    websocket.tls = config.http.tls();
     let mut adapters: Vec<Box<dyn Adapter>> = vec![
         Box::new(WebSocketAdapter::new(websocket)),
         Box::new(MqttAdapter::new(&config.mqtt, &config.limits)),
