@@ -16,4 +16,5 @@ mod presence;
 mod push;
 mod prosody;
 mod store;
+mod tls;
 mod xmpp;
