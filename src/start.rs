@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 /// A started gateway.
 pub struct Running {
-    /// Where each adapter listens, by adapter name (`websocket`, `mqtt`).
+    /// Where each listener is, by name (`websocket`, `mqtt`, `mqtt-tls`).
     pub addresses: BTreeMap<&'static str, SocketAddr>,
     shutdown: CancellationToken,
     adapters: TaskTracker,
@@ -80,6 +80,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         config.limits.messages_per_second,
     );
     websocket.metrics = metrics;
+    websocket.tls = config.http.tls();
     let mut adapters: Vec<Box<dyn Adapter>> = vec![
         Box::new(WebSocketAdapter::new(websocket)),
         Box::new(MqttAdapter::new(&config.mqtt, &config.limits)),
@@ -96,9 +97,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
 
     let mut addresses = BTreeMap::new();
     for adapter in &mut adapters {
-        if let Some(address) = adapter.bind().await? {
-            addresses.insert(adapter.name(), address);
-        }
+        addresses.extend(adapter.bind().await?);
     }
 
     let core = TaskTracker::new();
@@ -136,7 +135,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         });
     }
     for (name, address) in &addresses {
-        tracing::info!(adapter = *name, %address, "listening");
+        tracing::info!(listener = *name, %address, "listening");
     }
     Ok(Running { addresses, shutdown, adapters: tasks, core, grace: config.gateway.shutdown_grace.get() })
 }

@@ -21,5 +21,5 @@ pub use load::{ENV_PREFIX, load, load_from_str};
 pub use secret::Secret;
 pub use sections::{
     ApnsConfig, AuthConfig, BaiduConfig, Config, FcmConfig, GatewayConfig, HttpConfig, LimitsConfig, MqttConfig,
-    MqttMode, PushConfig, PushContent, XmppConfig,
+    MqttMode, PushConfig, PushContent, TlsFiles, XmppConfig,
 };

@@ -245,6 +245,81 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_come_in_pairs_and_name_the_missing_one() {
+        Jail::expect_with(|jail| {
+            let config = load_from_str("").map_err(|e| e.to_string())?;
+            assert_eq!(config.http.tls(), None, "plain HTTP by default");
+            assert_eq!(config.mqtt.tls(), None, "no MQTT TLS listener by default");
+            assert_eq!(config.mqtt.tls_listen.to_string(), "127.0.0.1:8883");
+
+            let config = load_from_str(
+                "[http]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n[mqtt]\ntls_cert = \"mc.pem\"\ntls_key = \"mk.pem\"\ntls_listen = \"0.0.0.0:8884\"\n",
+            )
+            .map_err(|e| e.to_string())?;
+            let http = config.http.tls().ok_or("http tls")?;
+            assert_eq!((http.cert.to_str(), http.key.to_str()), (Some("c.pem"), Some("k.pem")));
+            assert_eq!((http.cert_key, http.key_key), ("http.tls_cert", "http.tls_key"));
+            let mqtt = config.mqtt.tls().ok_or("mqtt tls")?;
+            assert_eq!((mqtt.cert_key, mqtt.key_key), ("mqtt.tls_cert", "mqtt.tls_key"));
+            assert_eq!(config.mqtt.tls_listen.port(), 8884);
+
+            for (toml, key) in [
+                ("[http]\ntls_cert = \"c.pem\"\n", "http.tls_key"),
+                ("[http]\ntls_key = \"k.pem\"\n", "http.tls_cert"),
+                ("[mqtt]\ntls_cert = \"c.pem\"\n", "mqtt.tls_key"),
+                ("[mqtt]\ntls_key = \"k.pem\"\n", "mqtt.tls_cert"),
+            ] {
+                let error = load_from_str(toml).err().ok_or(format!("accepted {toml}"))?;
+                assert_eq!(error.key(), Some(key), "{toml}: {error}");
+            }
+
+            jail.set_env("SWITCHBOARD_HTTP__TLS_CERT", "from-env.pem");
+            let error = load_from_str("").err().ok_or("accepted a certificate without a key")?;
+            assert_eq!(error.key(), Some("http.tls_key"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_to_an_external_broker() {
+        Jail::expect_with(|_| {
+            for url in ["mqtts://gw:pw@broker.example:8883", "ssl://gw:pw@broker.example"] {
+                let config = load_from_str(&format!("[mqtt]\nurl = \"{url}\"\nca_file = \"ca.pem\"\n")).map_err(|e| e.to_string())?;
+                assert_eq!(config.mqtt.mode(), MqttMode::External { url: url.into() });
+                assert_eq!(config.mqtt.ca_file.as_deref().and_then(|p| p.to_str()), Some("ca.pem"));
+            }
+
+            let error = load_from_str("[mqtt]\nurl = \"mqtt://gw:pw@h:1883\"\nca_file = \"ca.pem\"\n")
+                .err()
+                .ok_or("accepted a CA for a plain connection")?;
+            assert_eq!(error.key(), Some("mqtt.ca_file"));
+            let error = load_from_str("[mqtt]\nca_file = \"ca.pem\"\n").err().ok_or("accepted a CA without a broker")?;
+            assert_eq!(error.key(), Some("mqtt.ca_file"));
+
+            let error = load_from_str("[mqtt]\nurl = \"mqtts://gw:pw@h\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n")
+                .err()
+                .ok_or("accepted a TLS listener with an external broker")?;
+            assert_eq!(error.key(), Some("mqtt.tls_cert"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_tls_listener_needs_its_own_address() {
+        Jail::expect_with(|_| {
+            let same = "[mqtt]\nlisten = \"127.0.0.1:1883\"\ntls_listen = \"127.0.0.1:1883\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+            let error = load_from_str(same).err().ok_or("accepted one address for both listeners")?;
+            assert_eq!(error.key(), Some("mqtt.tls_listen"));
+            // Port 0 is "any free port", twice two different ones.
+            let any = "[mqtt]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+            load_from_str(any).map_err(|e| e.to_string())?;
+            // Without a certificate there is no TLS listener for the address to clash with.
+            load_from_str("[mqtt]\nlisten = \"127.0.0.1:8883\"\n").map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_are_masked_when_printed() {
         Jail::expect_with(|_| {
             let config = load_from_str(

@@ -179,12 +179,51 @@ pub struct AuthConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, `listen` serves HTTPS (and `wss://`) only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listener's certificate and key, when it serves TLS.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        TlsFiles::pair(&self.tls_cert, &self.tls_key, "http.tls_cert", "http.tls_key")
+    }
+}
+
+/// A certificate chain and its private key (PEM files), with the keys that name them, so that a
+/// file that cannot be used is reported by its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub cert_key: &'static str,
+    pub key_key: &'static str,
+}
+
+impl TlsFiles {
+    fn pair(
+        cert: &Option<PathBuf>,
+        key: &Option<PathBuf>,
+        cert_key: &'static str,
+        key_key: &'static str,
+    ) -> Option<Self> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => Some(Self { cert: cert.clone(), key: key.clone(), cert_key, key_key }),
+            _ => None,
         }
     }
 }
@@ -203,6 +242,18 @@ pub struct MqttConfig {
     /// restarts for the broker to keep the persistent session.
     pub client_id: String,
     pub topic_prefix: String,
+    /// PEM certificate chain; with `tls_key`, the embedded endpoint also listens with TLS on
+    /// `tls_listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Address of the embedded endpoint's TLS listener, beside the plain `listen`.
+    pub tls_listen: SocketAddr,
+    /// An extra CA (PEM) trusted for an external broker reached with `mqtts://`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -213,6 +264,10 @@ impl Default for MqttConfig {
             url: None,
             client_id: "switchboard".into(),
             topic_prefix: "im".into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 8883)),
+            ca_file: None,
         }
     }
 }
@@ -225,6 +280,11 @@ pub enum MqttMode {
 }
 
 impl MqttConfig {
+    /// The embedded endpoint's TLS certificate and key, when it has a TLS listener.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        TlsFiles::pair(&self.tls_cert, &self.tls_key, "mqtt.tls_cert", "mqtt.tls_key")
+    }
+
     pub fn mode(&self) -> MqttMode {
         match &self.url {
             Some(url) if self.embedded != Some(true) => MqttMode::External {

@@ -1,7 +1,9 @@
 //! Checks across fields, which serde cannot express. Each names the key to change.
 
+use std::path::PathBuf;
+
 use crate::error::ConfigError;
-use crate::sections::{Config, PushConfig};
+use crate::sections::{Config, MqttConfig, PushConfig};
 
 pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     let domain = &config.gateway.domain;
@@ -33,27 +35,9 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
                 "must start with postgres:// (or sqlite:)",
             ));
         }
+    check_tls_pair(&config.http.tls_cert, &config.http.tls_key, "http.tls_cert", "http.tls_key")?;
     let mqtt = &config.mqtt;
-    if let Some(url) = &mqtt.url {
-        if mqtt.embedded == Some(true) {
-            return Err(ConfigError::invalid(
-                "mqtt.url",
-                "an external broker is given while mqtt.embedded = true; set mqtt.embedded = false",
-            ));
-        }
-        let text = url.expose();
-        if !(text.starts_with("mqtt://") || text.starts_with("tcp://")) {
-            return Err(ConfigError::invalid(
-                "mqtt.url",
-                "must look like mqtt://user:password@host:1883",
-            ));
-        }
-    } else if mqtt.embedded == Some(false) {
-        return Err(ConfigError::invalid(
-            "mqtt.url",
-            "mqtt.embedded = false needs an external broker in mqtt.url",
-        ));
-    }
+    validate_mqtt_broker(mqtt)?;
     if mqtt.topic_prefix.is_empty()
         || mqtt
             .topic_prefix
@@ -105,6 +89,64 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid("limits.offline_max", "must be at least 1"));
     }
     Ok(())
+}
+
+fn validate_mqtt_broker(mqtt: &MqttConfig) -> Result<(), ConfigError> {
+    let mut tls_url = false;
+    if let Some(url) = &mqtt.url {
+        if mqtt.embedded == Some(true) {
+            return Err(ConfigError::invalid(
+                "mqtt.url",
+                "an external broker is given while mqtt.embedded = true; set mqtt.embedded = false",
+            ));
+        }
+        let text = url.expose();
+        tls_url = text.starts_with("mqtts://") || text.starts_with("ssl://");
+        if !(tls_url || text.starts_with("mqtt://") || text.starts_with("tcp://")) {
+            return Err(ConfigError::invalid(
+                "mqtt.url",
+                "must look like mqtt://user:password@host:1883 (mqtts://user:password@host:8883 for TLS)",
+            ));
+        }
+        if mqtt.tls_cert.is_some() || mqtt.tls_key.is_some() {
+            return Err(ConfigError::invalid(
+                "mqtt.tls_cert",
+                "the TLS listener belongs to the embedded endpoint, which mqtt.url switches off; \
+                 for TLS to the external broker use an mqtts:// URL",
+            ));
+        }
+    } else if mqtt.embedded == Some(false) {
+        return Err(ConfigError::invalid(
+            "mqtt.url",
+            "mqtt.embedded = false needs an external broker in mqtt.url",
+        ));
+    }
+    if mqtt.ca_file.is_some() && !tls_url {
+        return Err(ConfigError::invalid(
+            "mqtt.ca_file",
+            "is trusted for an external broker reached over TLS: it needs mqtt.url = \"mqtts://…\"",
+        ));
+    }
+    check_tls_pair(&mqtt.tls_cert, &mqtt.tls_key, "mqtt.tls_cert", "mqtt.tls_key")?;
+    // Port 0 (any free port) twice is two different ports.
+    if mqtt.tls().is_some() && mqtt.tls_listen == mqtt.listen && mqtt.listen.port() != 0 {
+        return Err(ConfigError::invalid("mqtt.tls_listen", "must differ from mqtt.listen"));
+    }
+    Ok(())
+}
+
+/// A certificate is useless without its key and the reverse: the one missing is named.
+fn check_tls_pair(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    cert_key: &str,
+    key_key: &str,
+) -> Result<(), ConfigError> {
+    match (cert, key) {
+        (Some(_), None) => Err(ConfigError::invalid(key_key, format!("{cert_key} is set: give its private key too"))),
+        (None, Some(_)) => Err(ConfigError::invalid(cert_key, format!("{key_key} is set: give its certificate chain too"))),
+        _ => Ok(()),
+    }
 }
 
 fn validate_push(push: &PushConfig) -> Result<(), ConfigError> {

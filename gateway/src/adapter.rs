@@ -32,6 +32,9 @@ pub enum AdapterError {
     },
 }
 
+/// The listeners an adapter opened, by name (`websocket`, `mqtt`, `mqtt-tls`).
+pub type Listening = Vec<(&'static str, std::net::SocketAddr)>;
+
 /// Binds a listener for `adapter`; a failure names the configuration key to change.
 pub async fn bind_listener(
     adapter: &'static str,
@@ -64,9 +67,10 @@ pub struct AdapterContext {
 pub trait Adapter: Send + 'static {
     fn name(&self) -> &'static str;
 
-    /// Opens listeners. Separate from [`Adapter::run`] so that a port already taken is reported,
-    /// naming its configuration key, before anything starts. Returns the bound address, if any.
-    fn bind(&mut self) -> BoxFuture<'_, Result<Option<std::net::SocketAddr>, AdapterError>>;
+    /// Opens listeners (and reads the files they need). Separate from [`Adapter::run`] so that a
+    /// port already taken, or an unusable certificate, is reported, naming its configuration key,
+    /// before anything starts. Returns each bound address under the listener's name.
+    fn bind(&mut self) -> BoxFuture<'_, Result<Listening, AdapterError>>;
 
     /// The configured peers this adapter must reach (`/healthz` names). They count as down from
     /// the start until the adapter reports them up.

@@ -13,6 +13,8 @@
 //! - `health`: which configured peers are reachable, for `/healthz`.
 //! - `connections`: connections per client address, shared by every listener.
 //! - `wake`: when a user without a live session is to be woken, and the outbox that keeps it.
+//! - `tls`: certificates and keys from PEM files, and bounded handshakes, for every listener
+//!   and client that speaks TLS.
 
 #![forbid(unsafe_code)]
 
@@ -28,9 +30,10 @@ pub mod outcome;
 pub mod roster;
 pub mod router;
 pub mod store;
+pub mod tls;
 pub mod wake;
 
-pub use adapter::{Adapter, AdapterContext, AdapterError, bind_listener};
+pub use adapter::{Adapter, AdapterContext, AdapterError, Listening, bind_listener};
 pub use address::{Address, AddressError, Domain, RemoteAddress, UserId};
 pub use envelope::{
     Body, ChatState, DeviceAction, DeviceRegistration, Envelope, FailureBody, FailureReason, MessageBody, MessageKind,

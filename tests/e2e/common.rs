@@ -3,14 +3,17 @@
 //! sleeps.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_rustls::rustls::ClientConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -30,6 +33,8 @@ fn metrics_handle() -> PrometheusHandle {
 pub struct Gateway {
     pub running: Option<switchboard::Running>,
     pub mqtt: SocketAddr,
+    /// The embedded endpoint's TLS listener, when `mqtt.tls_cert` is configured.
+    pub mqtt_tls: Option<SocketAddr>,
     pub http: SocketAddr,
     pub data: Option<tempfile::TempDir>,
     pub auth: switchboard_gateway::auth::Authenticator,
@@ -47,7 +52,7 @@ impl Gateway {
         Self::start_in(data, extra).await
     }
 
-    async fn start_in(data: tempfile::TempDir, extra: &str) -> Self {
+    fn config(data: &tempfile::TempDir, extra: &str) -> switchboard_config::Config {
         // RUST_LOG=debug shows the gateway's logs for a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -58,13 +63,32 @@ impl Gateway {
             data.path().display()
         );
         let toml = merge_toml(&base, extra);
-        let config = switchboard_config::load_from_str(&toml).expect("test configuration");
+        switchboard_config::load_from_str(&toml).expect("test configuration")
+    }
+
+    async fn start_in(data: tempfile::TempDir, extra: &str) -> Self {
+        let config = Self::config(&data, extra);
         let auth = switchboard_gateway::auth::Authenticator::from_config(&config.auth, data.path()).expect("auth");
         let running = switchboard::start(config, Some(metrics_handle())).await.expect("gateway starts");
         // No embedded endpoint with an external broker: nothing to connect to here then.
         let mqtt = running.addresses.get("mqtt").copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9)));
+        let mqtt_tls = running.addresses.get("mqtt-tls").copied();
         let http = running.addresses.get("websocket").copied().expect("http bound");
-        Self { running: Some(running), mqtt, http, data: Some(data), auth, extra: extra.to_owned() }
+        Self { running: Some(running), mqtt, mqtt_tls, http, data: Some(data), auth, extra: extra.to_owned() }
+    }
+
+    /// The error that stops a gateway with `extra` from starting (the configuration itself must
+    /// be valid).
+    pub async fn start_error(extra: &str) -> String {
+        let data = tempfile::tempdir().expect("tempdir");
+        let config = Self::config(&data, extra);
+        match switchboard::start(config, Some(metrics_handle())).await {
+            Ok(running) => {
+                running.shutdown().await;
+                panic!("the gateway started with {extra}");
+            }
+            Err(error) => format!("{error:#}"),
+        }
     }
 
     pub fn token(&self, user: &str) -> String {
@@ -145,14 +169,44 @@ pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
 /// A minimal HTTP/1.1 request with an optional bearer token and a JSON body; the body of a
 /// chunked answer is returned raw (the tests look for substrings or parse small bodies).
 pub async fn http_request(address: SocketAddr, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("http connect");
+    let stream = tokio::net::TcpStream::connect(address).await.expect("http connect");
+    http_exchange(stream, method, path, bearer, body).await
+}
+
+/// One HTTP/1.1 request over TLS, trusting what `config` trusts; also returns the protocol
+/// negotiated by ALPN. `Err` when the handshake fails.
+pub async fn https_request(
+    address: SocketAddr,
+    config: Arc<ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String, Option<Vec<u8>>), String> {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("https connect");
+    let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(address.ip().into());
+    let stream = tokio::time::timeout(WAIT, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
+        .await
+        .expect("a TLS handshake in time")
+        .map_err(|error| error.to_string())?;
+    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let (status, body) = http_exchange(stream, method, path, None, body).await;
+    Ok((status, body, alpn))
+}
+
+async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let authorization = bearer.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("http write");
+    stream.flush().await.expect("http flush");
     let mut response = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut response)).await.expect("http in time").expect("http read");
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -326,6 +380,21 @@ pub struct WsClient {
 }
 
 impl WsClient {
+    /// Connects over `wss://`, trusting what `config` trusts; `Err` when the connection or the
+    /// handshake fails.
+    pub async fn connect_tls(address: SocketAddr, token: &str, config: Arc<ClientConfig>) -> Result<Self, String> {
+        let url = format!("wss://{address}/ws?token={token}");
+        let connector = tokio_tungstenite::Connector::Rustls(config);
+        let (stream, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut client = Self { stream, jid: String::new() };
+        let ready = client.recv().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        client.jid = ready["jid"].as_str().expect("jid").to_owned();
+        Ok(client)
+    }
+
     pub async fn connect(address: SocketAddr, token: &str) -> Self {
         let url = format!("ws://{address}/ws?token={token}");
         let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
@@ -382,6 +451,36 @@ impl WsClient {
 
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
+    }
+}
+
+/// A test key or certificate of push-fakes/fixtures (README there): `ca.pem` signed `server.pem`
+/// (127.0.0.1 and localhost); `other-ca.pem` signed nothing.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/push-fakes/fixtures")).join(name)
+}
+
+/// A TLS client trusting only the CA of fixture `ca`, offering `alpn`.
+pub fn tls_client(ca: &str, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(fixture(ca)).expect("a CA fixture")).expect("a usable CA");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// rumqttc options for a TLS connection trusting only the CA of fixture `ca`.
+pub fn mqtt_tls(ca: &str) -> impl FnOnce(&mut MqttOptions) {
+    let config = tls_client(ca, &[]);
+    move |options| {
+        options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::common::{Gateway, MqttClient, WAIT, message};
 use crate::mosquitto::Mosquitto;
 
-const USERS: &[(&str, &str)] = &[("gateway", "gw-secret"), ("alice", "alice-pw"), ("bob", "bob-pw")];
+pub(crate) const USERS: &[(&str, &str)] = &[("gateway", "gw-secret"), ("alice", "alice-pw"), ("bob", "bob-pw")];
 
 async fn gateway_on(broker: &Mosquitto) -> Gateway {
     let gateway = Gateway::start_with(&format!(
@@ -18,7 +18,7 @@ async fn gateway_on(broker: &Mosquitto) -> Gateway {
     gateway
 }
 
-async fn healthy(gateway: &Gateway) {
+pub(crate) async fn healthy(gateway: &Gateway) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (status, _) = gateway.http_get("/healthz").await;
@@ -32,7 +32,7 @@ async fn healthy(gateway: &Gateway) {
 
 /// A user of the broker: password login, her `in` subscribed, her presence retained with a
 /// Last Will, as the contract asks of clients.
-async fn broker_user(broker: &Mosquitto, user: &str, password: &str) -> MqttClient {
+pub(crate) async fn broker_user(broker: &Mosquitto, user: &str, password: &str) -> MqttClient {
     let mut client = MqttClient::connect_with(broker.address, user, password, true, &format!("{user}-app"), |options| {
         options.set_last_will(rumqttc::LastWill::new(
             format!("im/{user}/presence"),
@@ -54,7 +54,7 @@ async fn broker_user(broker: &Mosquitto, user: &str, password: &str) -> MqttClie
 
 /// Sends from a WebSocket user until the gateway knows the recipient (her presence has been
 /// seen), returning the ack.
-async fn send_until_known(sender: &mut crate::common::WsClient, to: &str, body: &str) -> serde_json::Value {
+pub(crate) async fn send_until_known(sender: &mut crate::common::WsClient, to: &str, body: &str) -> serde_json::Value {
     for attempt in 0..200 {
         sender.send(message(&format!("try{attempt}"), to, body)).await;
         let answer = sender.recv().await;

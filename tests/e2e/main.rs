@@ -18,4 +18,5 @@ mod push;
 mod resends;
 mod prosody;
 mod store;
+mod tls;
 mod xmpp;

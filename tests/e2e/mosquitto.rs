@@ -1,5 +1,6 @@
 //! A real Mosquitto (Debian's package) started for one test, on a free loopback port, with the
-//! password and ACL files from docs/mosquitto/.
+//! password and ACL files from docs/mosquitto/; optionally also a TLS listener with the test
+//! certificate of push-fakes/fixtures.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -12,6 +13,8 @@ use crate::common::WAIT;
 pub struct Mosquitto {
     child: Option<Child>,
     pub address: SocketAddr,
+    /// The TLS listener, for [`Mosquitto::start_tls`].
+    pub tls_address: Option<SocketAddr>,
     dir: tempfile::TempDir,
 }
 
@@ -23,15 +26,21 @@ pub fn free_port() -> u16 {
 impl Mosquitto {
     /// `users` are (name, password) pairs; `gateway` is the gateway's own account in the ACL.
     pub async fn start(users: &[(&str, &str)]) -> Self {
-        Self::start_with(users, false).await
+        Self::start_with(users, false, false).await
     }
 
     /// With persistence: sessions and their queued messages survive a graceful restart.
     pub async fn start_persistent(users: &[(&str, &str)]) -> Self {
-        Self::start_with(users, true).await
+        Self::start_with(users, true, false).await
     }
 
-    async fn start_with(users: &[(&str, &str)], persistent: bool) -> Self {
+    /// The same, with a second listener speaking TLS (certificate `server.pem` of the test CA
+    /// `ca.pem`, for 127.0.0.1), sharing the users and the ACL, as in docs/mosquitto.md.
+    pub async fn start_tls(users: &[(&str, &str)]) -> Self {
+        Self::start_with(users, false, true).await
+    }
+
+    async fn start_with(users: &[(&str, &str)], persistent: bool, tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, "").expect("password file");
@@ -48,21 +57,36 @@ impl Mosquitto {
         let acl = dir.path().join("acl");
         std::fs::write(&acl, include_str!("../../docs/mosquitto/acl")).expect("acl file");
         let port = free_port();
-        let config = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence {persistent}\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file {}\nlog_type error\nlog_type warning\n",
-                passwd.display(),
-                acl.display(),
-                dir.path().display(),
-                dir.path().join("mosquitto.log").display()
-            ),
-        )
-        .expect("config");
+        let mut text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence {persistent}\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file {}\nlog_type error\nlog_type warning\n",
+            passwd.display(),
+            acl.display(),
+            dir.path().display(),
+            dir.path().join("mosquitto.log").display()
+        );
+        let mut tls_address = None;
+        if tls {
+            let mut tls_port = free_port();
+            while tls_port == port {
+                tls_port = free_port();
+            }
+            // Copied beside the configuration, where the mosquitto user can read them.
+            for file in ["ca.pem", "server.pem", "server.key.pem"] {
+                std::fs::copy(crate::common::fixture(file), dir.path().join(file)).expect("copy a TLS fixture");
+            }
+            // cafile, certfile and keyfile belong to the listener above them.
+            text.push_str(&format!(
+                "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                dir.path().join("ca.pem").display(),
+                dir.path().join("server.pem").display(),
+                dir.path().join("server.key.pem").display()
+            ));
+            tls_address = Some(SocketAddr::from(([127, 0, 0, 1], tls_port)));
+        }
+        std::fs::write(dir.path().join("mosquitto.conf"), text).expect("config");
         // Started as root, Mosquitto drops to its own user before opening its files.
         let _ = Command::new("chown").args(["-R", "mosquitto:"]).arg(dir.path()).status().await;
-        let mut broker = Self { child: None, address: SocketAddr::from(([127, 0, 0, 1], port)), dir };
+        let mut broker = Self { child: None, address: SocketAddr::from(([127, 0, 0, 1], port)), tls_address, dir };
         broker.spawn().await;
         broker
     }
@@ -83,7 +107,11 @@ impl Mosquitto {
     async fn wait_listening(&mut self) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if tokio::net::TcpStream::connect(self.address).await.is_ok() {
+            let tls_up = match self.tls_address {
+                Some(address) => tokio::net::TcpStream::connect(address).await.is_ok(),
+                None => true,
+            };
+            if tls_up && tokio::net::TcpStream::connect(self.address).await.is_ok() {
                 return;
             }
             if let Some(child) = self.child.as_mut()

@@ -1,7 +1,8 @@
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use switchboard_config::{LimitsConfig, MqttConfig, MqttMode};
+use switchboard_config::{LimitsConfig, MqttConfig, MqttMode, TlsFiles};
 
 use crate::topics::Topics;
 
@@ -22,6 +23,14 @@ pub struct MqttSettings {
     pub write_timeout: Duration,
     /// QoS 1 messages sent to one client and not yet PUBACKed.
     pub max_inflight: usize,
+    /// Certificate and key of the embedded endpoint's TLS listener, when it has one.
+    pub tls: Option<TlsFiles>,
+    /// Where the TLS listener is, beside the plain one.
+    pub tls_listen: SocketAddr,
+    /// How long a client has to finish its TLS handshake, before the CONNECT timeout starts.
+    pub handshake_timeout: Duration,
+    /// An extra CA trusted for an external broker reached over TLS (`mqtts://`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl MqttSettings {
@@ -36,6 +45,10 @@ impl MqttSettings {
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             max_inflight: 64,
+            tls: mqtt.tls(),
+            tls_listen: mqtt.tls_listen,
+            handshake_timeout: switchboard_gateway::tls::HANDSHAKE_TIMEOUT,
+            ca_file: mqtt.ca_file.clone(),
         }
     }
 

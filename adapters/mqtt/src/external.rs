@@ -9,16 +9,23 @@
 //!
 //! rumqttc reconnects immediately and forever; the poll task adds the backoff, and every CONNACK
 //! re-subscribes, which also makes the broker send the retained presences again.
+//!
+//! `mqtts://` (or `ssl://`) connects with TLS, trusting the system's CAs and `mqtt.ca_file`. A
+//! certificate the gateway does not trust is a failed connection like any other: retried with
+//! backoff, `mqtt` failing in `/healthz` meanwhile.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport};
 use switchboard_frames::{ClientFrame, FrameSession, ServerFrame, parse_client_frame};
 use switchboard_gateway::router::{Delivered, Outbound};
+use switchboard_gateway::tls::{self, TlsError, rustls::ClientConfig};
 use switchboard_gateway::{AdapterContext, AdapterError, Show, UserId};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -30,17 +37,49 @@ use crate::topics::TopicKind;
 pub(crate) const HEALTH: &str = "mqtt";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// `mqtt://user:password@host:port`, with `%XX` escapes in user and password.
+/// Why the external broker cannot be used, naming the configuration key.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BrokerError {
+    #[error("mqtt.url: cannot read the broker address")]
+    Url,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The broker to connect to, and how.
+pub(crate) struct Broker {
+    url: BrokerUrl,
+    /// Present for `mqtts://`.
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl Broker {
+    pub fn new(url: &str, ca_file: Option<&Path>) -> Result<Self, BrokerError> {
+        let url = BrokerUrl::parse(url).ok_or(BrokerError::Url)?;
+        let tls = match url.tls {
+            true => Some(tls::client_config(ca_file.map(|path| ("mqtt.ca_file", path)))?),
+            false => None,
+        };
+        Ok(Self { url, tls })
+    }
+}
+
+/// `mqtt://user:password@host:port`, with `%XX` escapes in user and password; `mqtts://` for TLS.
 #[derive(Debug, PartialEq, Eq)]
 struct BrokerUrl {
     host: String,
     port: u16,
     credentials: Option<(String, String)>,
+    tls: bool,
 }
 
 impl BrokerUrl {
     fn parse(url: &str) -> Option<Self> {
-        let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://"))?;
+        let (rest, tls) = match url.split_once("://")? {
+            ("mqtt" | "tcp", rest) => (rest, false),
+            ("mqtts" | "ssl", rest) => (rest, true),
+            _ => return None,
+        };
         let rest = rest.trim_end_matches('/');
         let (credentials, address) = match rest.rsplit_once('@') {
             Some((credentials, address)) => {
@@ -51,12 +90,12 @@ impl BrokerUrl {
         };
         let (host, port) = match address.rsplit_once(':') {
             Some((host, port)) => (host, port.parse().ok()?),
-            None => (address, 1883),
+            None => (address, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return None;
         }
-        Some(Self { host: host.to_owned(), port, credentials })
+        Some(Self { host: host.to_owned(), port, credentials, tls })
     }
 }
 
@@ -77,12 +116,15 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-pub(crate) async fn run(url: &str, settings: MqttSettings, context: AdapterContext) -> Result<(), AdapterError> {
-    let broker = BrokerUrl::parse(url)
-        .ok_or_else(|| AdapterError::Fatal { adapter: NAME, message: "mqtt.url: cannot read the broker address".into() })?;
+pub(crate) async fn run(broker: Broker, settings: MqttSettings, context: AdapterContext) -> Result<(), AdapterError> {
+    let Broker { url: broker, tls } = broker;
     let mut options = MqttOptions::new(settings.client_id.clone(), broker.host.clone(), broker.port);
     if let Some((user, password)) = &broker.credentials {
         options.set_credentials(user.clone(), password.clone());
+    }
+    if let Some(config) = tls {
+        // The certificate is checked against the URL's host name (or IP address).
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
     }
     // A persistent session, so the broker keeps queueing users' frames while the gateway is away.
     options.set_clean_session(false);
@@ -358,13 +400,34 @@ mod tests {
     fn broker_urls_are_read_with_credentials_and_defaults() {
         assert_eq!(
             BrokerUrl::parse("mqtt://gw:p%40ss@127.0.0.1:1884"),
-            Some(BrokerUrl { host: "127.0.0.1".into(), port: 1884, credentials: Some(("gw".into(), "p@ss".into())) })
+            Some(BrokerUrl { host: "127.0.0.1".into(), port: 1884, credentials: Some(("gw".into(), "p@ss".into())), tls: false })
         );
         assert_eq!(
             BrokerUrl::parse("mqtt://broker.example"),
-            Some(BrokerUrl { host: "broker.example".into(), port: 1883, credentials: None })
+            Some(BrokerUrl { host: "broker.example".into(), port: 1883, credentials: None, tls: false })
         );
         assert_eq!(BrokerUrl::parse("http://x"), None);
         assert_eq!(BrokerUrl::parse("mqtt://:1883"), None);
+    }
+
+    #[test]
+    fn tls_urls_default_to_port_8883() {
+        assert_eq!(
+            BrokerUrl::parse("mqtts://gw:pw@broker.example"),
+            Some(BrokerUrl { host: "broker.example".into(), port: 8883, credentials: Some(("gw".into(), "pw".into())), tls: true })
+        );
+        assert_eq!(
+            BrokerUrl::parse("ssl://127.0.0.1:9883"),
+            Some(BrokerUrl { host: "127.0.0.1".into(), port: 9883, credentials: None, tls: true })
+        );
+        assert_eq!(BrokerUrl::parse("mqtt://broker.example").map(|url| url.tls), Some(false));
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_named() {
+        let error = Broker::new("mqtts://broker.example", Some(Path::new("/nonexistent/ca.pem"))).err().map(|e| e.to_string());
+        assert!(error.as_deref().is_some_and(|e| e.starts_with("mqtt.ca_file")), "{error:?}");
+        assert!(Broker::new("mqtts://broker.example", None).is_ok_and(|broker| broker.tls.is_some()));
+        assert!(Broker::new("mqtt://broker.example", None).is_ok_and(|broker| broker.tls.is_none()));
     }
 }

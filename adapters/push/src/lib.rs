@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use switchboard_config::PushConfig;
 use switchboard_gateway::health::Health;
-use switchboard_gateway::{Adapter, AdapterContext, AdapterError, Domain, Platform};
+use switchboard_gateway::{Adapter, AdapterContext, AdapterError, Domain, Listening, Platform};
 
 pub use baidu::sign as baidu_sign;
 pub use dispatcher::PUSH_TOTAL;
@@ -91,12 +91,12 @@ impl Adapter for PushAdapter {
     }
 
     /// Reads the credentials: a missing or malformed key fails the start, naming its key.
-    fn bind(&mut self) -> BoxFuture<'_, Result<Option<std::net::SocketAddr>, AdapterError>> {
+    fn bind(&mut self) -> BoxFuture<'_, Result<Listening, AdapterError>> {
         Box::pin(async move {
             self.providers = self
                 .build_providers()
                 .map_err(|error| AdapterError::Fatal { adapter: "push", message: error.to_string() })?;
-            Ok(None)
+            Ok(Listening::new())
         })
     }
 

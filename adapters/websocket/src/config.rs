@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_config::TlsFiles;
 
 /// What the HTTP/WebSocket adapter takes from the configuration.
 #[derive(Clone)]
@@ -15,6 +16,10 @@ pub struct WebSocketSettings {
     pub write_timeout: Duration,
     /// Renders `/metrics`; absent, the endpoint answers 404.
     pub metrics: Option<PrometheusHandle>,
+    /// Certificate and key: the listener then serves HTTPS (and `wss://`) only.
+    pub tls: Option<TlsFiles>,
+    /// How long a client has to finish its TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 impl WebSocketSettings {
@@ -26,6 +31,8 @@ impl WebSocketSettings {
             auth_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             metrics: None,
+            tls: None,
+            handshake_timeout: switchboard_gateway::tls::HANDSHAKE_TIMEOUT,
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! - `config`: what the adapter needs from the configuration;
 //! - `adapter`: binding the listener and serving until shutdown;
+//! - `listener`: plain TCP or TLS (`http.tls_cert`), handshakes bounded by a timeout;
 //! - `routes`: the HTTP endpoints and the upgrade, including `?token=` authentication;
 //! - `connection`: one WebSocket client's loop (first-frame auth, frames both ways);
 //! - `devices`: `/api/v1/devices`, push-token registration over HTTP.
@@ -13,6 +14,7 @@ mod adapter;
 mod config;
 mod connection;
 mod devices;
+mod listener;
 mod routes;
 
 pub use adapter::WebSocketAdapter;

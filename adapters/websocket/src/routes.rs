@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::adapter::NAME;
 use crate::config::WebSocketSettings;
+use crate::listener::Peer;
 use crate::{connection, devices};
 
 pub(crate) struct Shared {
@@ -42,7 +43,7 @@ struct WsQuery {
 
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     Query(query): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {

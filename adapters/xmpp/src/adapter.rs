@@ -10,7 +10,7 @@ use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Delivered, Outbound, Pending, SessionLease};
 use switchboard_gateway::store::MessageAlias;
 use switchboard_gateway::{
-    Adapter, AdapterContext, AdapterError, Address, Body, Envelope, FailureBody, MessageId, Outcome, ReceiptBody, Rejection,
+    Adapter, AdapterContext, AdapterError, Address, Body, Envelope, FailureBody, Listening, MessageId, Outcome, ReceiptBody, Rejection,
 };
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::{ReadError, Timeouts};
@@ -62,8 +62,8 @@ impl Adapter for XmppAdapter {
         NAME
     }
 
-    fn bind(&mut self) -> BoxFuture<'_, Result<Option<std::net::SocketAddr>, AdapterError>> {
-        Box::pin(async { Ok(None) })
+    fn bind(&mut self) -> BoxFuture<'_, Result<Listening, AdapterError>> {
+        Box::pin(async { Ok(Listening::new()) })
     }
 
     fn peers(&self) -> Vec<&'static str> {

@@ -1,5 +1,6 @@
 //! One MQTT client of the embedded endpoint: CONNECT and authentication, then packets both ways
-//! in one `select!` loop until either side ends.
+//! in one `select!` loop until either side ends. The same code serves the plain and the TLS
+//! listener: it only sees the two halves of a stream.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Delivered, Outbound, SessionLease};
 use switchboard_gateway::UserId;
 use switchboard_gateway::auth::Login;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Shared;
 use super::io::{IoError, PacketReader, PacketWriter};
@@ -29,9 +30,11 @@ use crate::topics::TopicKind;
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
+pub(crate) async fn serve<R, W>(read_half: R, write_half: W, peer: SocketAddr, shared: Arc<Shared>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut reader = PacketReader::new(read_half, shared.settings.max_packet_bytes);
     let mut writer = PacketWriter::new(write_half, shared.settings.write_timeout);
     let connect = match tokio::time::timeout(shared.settings.connect_timeout, read_connect(&mut reader)).await {
@@ -131,7 +134,7 @@ enum ConnectError {
     Io(IoError),
 }
 
-async fn read_connect(reader: &mut PacketReader) -> Result<Connect, ConnectError> {
+async fn read_connect<R: AsyncRead + Unpin>(reader: &mut PacketReader<R>) -> Result<Connect, ConnectError> {
     // MQTT 3.1 ("MQIsdp", level 3) and MQTT 5 (level 5) clients get "unacceptable protocol
     // version", which they understand, rather than a dropped socket.
     match reader.peek_protocol_level().await.map_err(ConnectError::Io)? {
@@ -192,10 +195,10 @@ struct Client {
 }
 
 impl Client {
-    async fn run(
+    async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
-        reader: &mut PacketReader,
-        writer: &mut PacketWriter,
+        reader: &mut PacketReader<R>,
+        writer: &mut PacketWriter<W>,
         mut lease: SessionLease,
         connect: &Connect,
         taken_over: tokio_util::sync::CancellationToken,
@@ -279,7 +282,7 @@ impl Client {
         end
     }
 
-    async fn handle(&mut self, packet: Packet, writer: &mut PacketWriter, lease: &SessionLease) -> Step {
+    async fn handle<W: AsyncWrite + Unpin>(&mut self, packet: Packet, writer: &mut PacketWriter<W>, lease: &SessionLease) -> Step {
         match packet {
             Packet::Publish(publish) => return self.on_publish(publish, writer).await,
             Packet::PubAck(ack) => {
@@ -338,7 +341,7 @@ impl Client {
         Step::Continue
     }
 
-    async fn on_publish(&mut self, publish: Publish, writer: &mut PacketWriter) -> Step {
+    async fn on_publish<W: AsyncWrite + Unpin>(&mut self, publish: Publish, writer: &mut PacketWriter<W>) -> Step {
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(publish.pkid))),
@@ -380,7 +383,7 @@ impl Client {
     }
 
     /// Publishes a frame on the user's `in` topic at her subscription's QoS.
-    fn publish_frame(&mut self, writer: &mut PacketWriter, frame: &ServerFrame, delivered: Option<Delivered>) {
+    fn publish_frame<W: AsyncWrite + Unpin>(&mut self, writer: &mut PacketWriter<W>, frame: &ServerFrame, delivered: Option<Delivered>) {
         let Some(qos) = self.subscription else {
             return;
         };

@@ -1,13 +1,12 @@
-//! Packet framing over one TCP connection, split so that reading and writing can wait side by
-//! side in one `select!`.
+//! Packet framing over one connection (TCP or TLS), split so that reading and writing can wait
+//! side by side in one `select!`.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::Error as CodecError;
 use rumqttc::Packet;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum IoError {
@@ -21,14 +20,14 @@ pub(crate) enum IoError {
     WriteTimeout(Duration),
 }
 
-pub(crate) struct PacketReader {
-    half: OwnedReadHalf,
+pub(crate) struct PacketReader<R> {
+    half: R,
     buffer: BytesMut,
     max_packet: usize,
 }
 
-impl PacketReader {
-    pub fn new(half: OwnedReadHalf, max_packet: usize) -> Self {
+impl<R: AsyncRead + Unpin> PacketReader<R> {
+    pub fn new(half: R, max_packet: usize) -> Self {
         Self { half, buffer: BytesMut::with_capacity(1024), max_packet }
     }
 
@@ -71,14 +70,14 @@ impl PacketReader {
     }
 }
 
-pub(crate) struct PacketWriter {
-    half: OwnedWriteHalf,
+pub(crate) struct PacketWriter<W> {
+    half: W,
     buffer: BytesMut,
     timeout: Duration,
 }
 
-impl PacketWriter {
-    pub fn new(half: OwnedWriteHalf, timeout: Duration) -> Self {
+impl<W: AsyncWrite + Unpin> PacketWriter<W> {
+    pub fn new(half: W, timeout: Duration) -> Self {
         Self { half, buffer: BytesMut::with_capacity(1024), timeout }
     }
 
@@ -93,7 +92,13 @@ impl PacketWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let write = self.half.write_all(&self.buffer);
+        let half = &mut self.half;
+        let buffer = &self.buffer;
+        // TLS may keep part of a write in its own buffer until flushed; TCP's flush does nothing.
+        let write = async move {
+            half.write_all(buffer).await?;
+            half.flush().await
+        };
         match tokio::time::timeout(self.timeout, write).await {
             Ok(result) => result?,
             Err(_) => return Err(IoError::WriteTimeout(self.timeout)),
