@@ -249,4 +249,64 @@ mod tests {
         let token = first.mint(&alice(), Duration::from_secs(60)).expect("mint");
         assert_eq!(second.verify(&token).expect("verify"), alice());
     }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../push-fakes/fixtures").join(name)
+    }
+
+    fn now() -> u64 {
+        u64::try_from(Timestamp::now().0 / 1000).expect("clock")
+    }
+
+    #[test]
+    fn unsigned_tokens_are_refused_whatever_the_key() {
+        let hs_token = Authenticator::from_secret(b"0123456789abcdef").mint(&alice(), Duration::from_secs(60)).expect("mint");
+        let claims = hs_token.split('.').nth(1).expect("claims segment");
+        // Base64url of {"alg":"none","typ":"JWT"}, with the signature left empty.
+        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}.");
+        let hs = Authenticator::from_secret(b"0123456789abcdef");
+        let rs = Authenticator::from_public_key_file(&fixture("fcm-service-account.pub.pem")).expect("RSA key");
+        assert!(hs.verify(&unsigned).is_err());
+        assert!(rs.verify(&unsigned).is_err());
+    }
+
+    #[test]
+    fn the_key_pins_the_algorithm_so_a_public_key_cannot_be_used_as_an_hmac_secret() {
+        let public_pem = std::fs::read(fixture("fcm-service-account.pub.pem")).expect("public key");
+        let private_pem = std::fs::read(fixture("fcm-service-account.key.pem")).expect("private key");
+        let rs = Authenticator::from_public_key_file(&fixture("fcm-service-account.pub.pem")).expect("RSA key");
+        let claims = Claims { sub: "alice".into(), exp: now() + 60, iat: None, nbf: None };
+
+        let genuine = jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(&private_pem).expect("RSA private key"),
+        )
+        .expect("encode");
+        assert_eq!(rs.verify(&genuine).expect("RS256 with the right key"), alice());
+
+        // The classic confusion: HS256 "signed" with the server's public key as the secret.
+        let forged =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&public_pem)).expect("encode");
+        assert!(rs.verify(&forged).is_err());
+
+        // And an HS256 gateway takes no RS256 token.
+        let hs = Authenticator::from_secret(&public_pem);
+        assert!(hs.verify(&genuine).is_err());
+    }
+
+    #[test]
+    fn not_before_and_expiry_are_checked_with_a_small_leeway() {
+        let key = EncodingKey::from_secret(b"0123456789abcdef");
+        let auth = Authenticator::from_secret(b"0123456789abcdef");
+        let token = |exp: u64, nbf: Option<u64>| {
+            let claims = Claims { sub: "alice".into(), exp, iat: None, nbf };
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("encode")
+        };
+        let now = now();
+        assert!(auth.verify(&token(now + 600, Some(now + 10))).is_ok(), "a clock 10 s ahead is tolerated");
+        assert!(auth.verify(&token(now + 600, Some(now + 120))).is_err(), "not valid for two more minutes");
+        assert!(auth.verify(&token(now - 10, None)).is_ok(), "expired 10 s ago: within the leeway");
+        assert!(auth.verify(&token(now - 120, None)).is_err());
+    }
 }

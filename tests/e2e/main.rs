@@ -16,6 +16,7 @@ mod postgres;
 mod presence;
 mod push;
 mod resends;
+mod slow_consumer;
 mod prosody;
 mod store;
 mod tls;

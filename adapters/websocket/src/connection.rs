@@ -7,6 +7,7 @@ use futures::stream::FuturesOrdered;
 use futures::{SinkExt, StreamExt};
 use switchboard_frames::{ErrorCode, FrameSession, ServerFrame, count_error, parse_auth_frame};
 use switchboard_gateway::auth::Login;
+use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Outbound, RouterError};
 
 use crate::adapter::NAME;
@@ -63,7 +64,7 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
     );
     let ready = ServerFrame::Ready { jid: session.jid() };
     let write_timeout = shared.settings.write_timeout;
-    let mut writer = Writer { sink: &mut sink, timeout: write_timeout };
+    let mut writer = Writer { sink: &mut sink, timeout: write_timeout, user: &user };
     if writer.send(session.render(&ready)).await.is_err() {
         return;
     }
@@ -131,6 +132,7 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
 struct Writer<'a, S> {
     sink: &'a mut S,
     timeout: std::time::Duration,
+    user: &'a switchboard_gateway::UserId,
 }
 
 impl<S> Writer<'_, S>
@@ -141,7 +143,13 @@ where
     async fn send(&mut self, text: String) -> Result<(), ()> {
         match tokio::time::timeout(self.timeout, self.sink.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => Ok(()),
-            _ => Err(()),
+            Ok(Err(_)) => Err(()),
+            Err(_) => {
+                tracing::warn!(user = %self.user, timeout = ?self.timeout, "slow consumer cut off: the client stopped reading");
+                // Not a contract error code: the client is not told, it is disconnected.
+                metrics::counter!(ERRORS, "adapter" => NAME, "code" => "slow-consumer").increment(1);
+                Err(())
+            }
         }
     }
 }

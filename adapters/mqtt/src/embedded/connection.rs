@@ -216,6 +216,10 @@ impl Client {
         let mut deadline = keep_alive.map(|k| tokio::time::Instant::now() + k);
         let end = loop {
             if let Err(error) = writer.flush().await {
+                if matches!(error, IoError::WriteTimeout(_)) {
+                    tracing::warn!(user = %self.user, %error, "slow consumer cut off: the client stopped reading");
+                    metrics::counter!(ERRORS, "adapter" => NAME, "code" => "slow-consumer").increment(1);
+                }
                 break End::Lost(error.to_string());
             }
             for delivered in self.unconfirmed_writes.drain(..) {
