@@ -2,12 +2,14 @@
 
 mod answers;
 mod bad_input;
+mod bad_input_stanzas;
 mod binary;
 mod bridging;
 mod common;
 mod ejabberd;
 mod ejabberd_interop;
 mod external_broker;
+mod fake_xmpp;
 mod fault;
 mod mosquitto;
 mod mqtt_endpoint;
