@@ -3,6 +3,7 @@
 mod answers;
 mod bad_input;
 mod bad_input_stanzas;
+mod bad_input_topics;
 mod binary;
 mod bridging;
 mod common;
