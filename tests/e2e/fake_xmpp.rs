@@ -41,6 +41,8 @@ pub struct FakeServer {
 struct Shared {
     /// The write half of the live connection, if any.
     writer: Mutex<Option<OwnedWriteHalf>>,
+    /// Why stream openings were refused, for the test's failure message.
+    refusals: std::sync::Mutex<Vec<String>>,
 }
 
 impl Drop for FakeServer {
@@ -53,7 +55,7 @@ impl FakeServer {
     pub async fn start(domain: &str, secret: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake component port");
         let address = listener.local_addr().expect("local address");
-        let shared = Arc::new(Shared { writer: Mutex::new(None) });
+        let shared = Arc::new(Shared { writer: Mutex::new(None), refusals: std::sync::Mutex::default() });
         let (stanzas_tx, stanzas) = mpsc::unbounded_channel();
         let (handshakes_tx, handshakes) = watch::channel(0);
         let server_domain = domain.split_once('.').map_or(domain, |(_, parent)| parent).to_owned();
@@ -96,7 +98,8 @@ impl FakeServer {
     /// Waits until at least `count` streams have completed their handshake.
     pub async fn wait_handshakes(&mut self, count: u64) {
         let waited = tokio::time::timeout(WAIT, self.handshakes.wait_for(|done| *done >= count)).await.is_ok();
-        assert!(waited, "the gateway did not (re)connect: {} handshakes, waiting for {count}", self.handshakes());
+        let refusals = self.shared.refusals.lock().expect("not poisoned").clone();
+        assert!(waited, "the gateway did not (re)connect: {} handshakes, waiting for {count}; refused: {refusals:?}", self.handshakes());
     }
 
     /// Writes `bytes` to the gateway at once.
@@ -172,31 +175,13 @@ async fn accept_loop(
         let Ok((tcp, _)) = listener.accept().await else { return };
         let _ = tcp.set_nodelay(true);
         streams += 1;
-        let (read_half, mut write_half) = tcp.into_split();
-        // The parser reads; every write goes through `write_half`, raw, so that the tests can
-        // write anything. What the parser would write itself (our header) goes nowhere.
-        let io = tokio::io::join(BufReader::new(read_half), tokio::io::sink());
-        let timeouts = Timeouts { read_timeout: Duration::from_secs(600), response_timeout: Duration::from_secs(600) };
-        let Ok(accepted) = xmlstream::accept_stream(io, COMPONENT_NS, timeouts).await else { continue };
-        assert_eq!(accepted.header().to.as_deref(), Some(domain.as_str()), "the component names its domain");
-        let id = format!("fake-stream-{streams}");
-        // As Prosody and ejabberd do: no `version` on a component stream.
-        let header = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{COMPONENT_NS}' xmlns:stream='http://etherx.jabber.org/streams' id='{id}' from='{domain}'>"
-        );
-        if write_half.write_all(header.as_bytes()).await.is_err() {
-            continue;
-        }
-        let Ok(pending) = accepted.send_header(StreamHeader::default()).await else { continue };
-        let Ok(mut stream) = pending.send_features::<Element>(&StreamFeatures::default()).await else { continue };
-        let expected = Handshake::from_stream_id_and_password(id, &secret).data.map(hex).expect("a digest");
-        match stream.next().await {
-            Some(Ok(handshake)) if handshake.name() == "handshake" && handshake.text() == expected => {}
-            other => panic!("a wrong component handshake: {:?}", other.map(|r| r.map(|e| String::from(&e)))),
-        }
-        if write_half.write_all(b"<handshake/>").await.is_err() {
-            continue;
-        }
+        let (mut stream, write_half) = match handshake(tcp, &domain, &secret, &format!("fake-stream-{streams}")).await {
+            Ok(accepted) => accepted,
+            Err(refusal) => {
+                shared.refusals.lock().expect("not poisoned").push(refusal);
+                continue;
+            }
+        };
         *shared.writer.lock().await = Some(write_half);
         handshakes.send_modify(|done| *done += 1);
         read_stanzas(&mut stream, &domain, &server_domain, &shared, &stanzas).await;
@@ -205,6 +190,41 @@ async fn accept_loop(
 }
 
 type ReadHalf = tokio::io::Join<BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::io::Sink>;
+
+/// The server's side of a component's stream opening; `Err` says what was wrong with it.
+async fn handshake(
+    tcp: tokio::net::TcpStream,
+    domain: &str,
+    secret: &str,
+    id: &str,
+) -> Result<(XmlStream<ReadHalf, Element>, OwnedWriteHalf), String> {
+    let (read_half, mut write_half) = tcp.into_split();
+    // The parser reads; every write goes through `write_half`, raw, so that the tests can write
+    // anything. What the parser would write itself (our header) goes nowhere.
+    let io = tokio::io::join(BufReader::new(read_half), tokio::io::sink());
+    let timeouts = Timeouts { read_timeout: Duration::from_secs(600), response_timeout: Duration::from_secs(600) };
+    let accepted = xmlstream::accept_stream(io, COMPONENT_NS, timeouts).await.map_err(|e| format!("stream header: {e}"))?;
+    if accepted.header().to.as_deref() != Some(domain) {
+        return Err(format!("the component asked for {:?}, not {domain}", accepted.header().to));
+    }
+    // As Prosody and ejabberd do: no `version` on a component stream.
+    let header = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{COMPONENT_NS}' xmlns:stream='http://etherx.jabber.org/streams' id='{id}' from='{domain}'>"
+    );
+    write_half.write_all(header.as_bytes()).await.map_err(|e| e.to_string())?;
+    let pending = accepted.send_header(StreamHeader::default()).await.map_err(|e| e.to_string())?;
+    let mut stream = pending.send_features::<Element>(&StreamFeatures::default()).await.map_err(|e| e.to_string())?;
+    let expected = Handshake::from_stream_id_and_password(id.to_owned(), secret).data.map(hex).ok_or("no digest")?;
+    match stream.next().await {
+        Some(Ok(handshake)) if handshake.name() == "handshake" && handshake.text() == expected => {}
+        other => {
+            let _ = write_half.write_all(b"<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>").await;
+            return Err(format!("a wrong handshake: {:?}", other.map(|r| r.map(|e| String::from(&e)))));
+        }
+    }
+    write_half.write_all(b"<handshake/>").await.map_err(|e| e.to_string())?;
+    Ok((stream, write_half))
+}
 
 /// Reads the gateway's stanzas until the stream ends.
 async fn read_stanzas(
