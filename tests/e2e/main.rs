@@ -2,12 +2,15 @@
 
 mod answers;
 mod bad_input;
+mod bad_input_stanzas;
+mod bad_input_topics;
 mod binary;
 mod bridging;
 mod common;
 mod ejabberd;
 mod ejabberd_interop;
 mod external_broker;
+mod fake_xmpp;
 mod fault;
 mod mosquitto;
 mod mqtt_endpoint;

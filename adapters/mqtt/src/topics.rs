@@ -56,6 +56,18 @@ impl Topics {
     }
 }
 
+/// A PUBLISH topic name as MQTT 3.1.1 allows it: at least one character (§4.7.3), no wildcard
+/// (§3.3.2.1) and no U+0000 (§1.5.3). Anything else is a protocol violation.
+pub fn valid_name(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+/// A SUBSCRIBE topic filter as MQTT 3.1.1 allows it: at least one character, `#` alone and last,
+/// `+` a whole level (§4.7.1), no U+0000 (§1.5.3). Anything else is a protocol violation.
+pub fn valid_filter(filter: &str) -> bool {
+    !filter.contains('\0') && rumqttc::mqttbytes::valid_filter(filter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +84,21 @@ mod tests {
             assert_eq!(topics.parse(stranger), None, "{stranger}");
         }
         assert_eq!(topics.all(TopicKind::Out), "im/+/out");
+    }
+
+    #[test]
+    fn wildcards_empty_topics_and_nul_break_the_protocol() {
+        for name in ["im/alice/out", "$SYS/x", "im//out", "/"] {
+            assert!(valid_name(name), "{name}");
+        }
+        for name in ["", "im/alice/+", "im/alice/#", "#", "+", "im/al+ice/out", "im/alice/out\0"] {
+            assert!(!valid_name(name), "{name:?}");
+        }
+        for filter in ["im/alice/in", "#", "+/+/+", "im/#", "im/+/in", "$SYS/#", "im/alice/in/#"] {
+            assert!(valid_filter(filter), "{filter}");
+        }
+        for filter in ["", "im/#/in", "im/al+/in", "im/alice#", "im/alice/in\0"] {
+            assert!(!valid_filter(filter), "{filter:?}");
+        }
     }
 }

@@ -115,11 +115,19 @@ fn parse_jid(text: Option<&str>) -> Option<Jid> {
 impl Addressing {
     /// Reads a stanza that arrived on the link (already in `jabber:client`).
     pub fn inbound(&self, stanza: &Element) -> Inbound {
-        if stanza.name() == "iq" {
-            return match stanza.attr("type") {
-                Some("get" | "set") => Inbound::Iq(stanza.clone()),
-                _ => Inbound::Ignore("iq result or error"),
-            };
+        match stanza.name() {
+            "message" | "presence" => {}
+            // RFC 6120 §8.2.3: a get or a set is always answered, a result or an error never; any
+            // other type is a request gone wrong (§8.3.3.1), answered too, so nobody waits forever.
+            "iq" => {
+                return match stanza.attr("type") {
+                    Some("get" | "set") => Inbound::Iq(stanza.clone()),
+                    Some("result" | "error") => Inbound::Ignore("iq result or error"),
+                    _ => Inbound::Refuse(error_reply(stanza, Condition::BadRequest)),
+                };
+            }
+            // Not a stanza: nothing to answer it with (an error reply has a stanza's name).
+            _ => return Inbound::Ignore("not a stanza"),
         }
         if stanza.attr("type") == Some("error") {
             return bounce(stanza);
@@ -132,6 +140,10 @@ impl Addressing {
         };
         if to.domain().as_str() != self.component {
             return Inbound::Refuse(error_reply(stanza, Condition::ItemNotFound));
+        }
+        if stanza.name() == "message" && stanza.attr("type") == Some("groupchat") {
+            // No gateway user is in a room: RFC 6121 §8.5.2 has groupchat to a user refused.
+            return Inbound::Refuse(error_reply(stanza, Condition::ServiceUnavailable));
         }
         let Some(node) = to.node() else {
             // The component's own domain takes IQs only.
@@ -416,5 +428,31 @@ mod tests {
             let condition = error.get_child("error", CLIENT).and_then(|e| e.children().next().map(|c| c.name().to_owned()));
             assert_eq!(condition.as_deref(), Some(Condition::ItemNotFound.name()), "{xml}");
         }
+    }
+
+    #[test]
+    fn what_is_not_a_stanza_is_ignored_and_bad_requests_are_answered() {
+        let condition = |reply: &Element| reply.get_child("error", CLIENT).and_then(|e| e.children().next().map(|c| c.name().to_owned()));
+        let teleport = parse("<teleport xmlns='jabber:client' id='t1'><body>x</body></teleport>");
+        assert_eq!(addressing().inbound(&teleport), Inbound::Ignore("not a stanza"));
+        for iq in [
+            "<iq xmlns='jabber:client' from='c@l/r' to='gw.localhost' type='subscribe' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "<iq xmlns='jabber:client' from='c@l/r' to='gw.localhost' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>",
+        ] {
+            let Inbound::Refuse(reply) = addressing().inbound(&parse(iq)) else { panic!("{iq}") };
+            assert_eq!((reply.name(), reply.attr("id"), reply.attr("to")), ("iq", Some("q1"), Some("c@l/r")));
+            assert_eq!(condition(&reply).as_deref(), Some("bad-request"), "{iq}");
+        }
+        let result = parse("<iq xmlns='jabber:client' from='c@l/r' to='gw.localhost' type='result' id='q2'/>");
+        assert!(matches!(addressing().inbound(&result), Inbound::Ignore(_)), "results are never answered");
+    }
+
+    #[test]
+    fn a_groupchat_message_to_a_user_is_refused() {
+        let stanza = parse("<message xmlns='jabber:client' from='room@muc.l/carol' to='alice@gw.localhost' type='groupchat' id='g1'><body>hi all</body></message>");
+        let Inbound::Refuse(reply) = addressing().inbound(&stanza) else { panic!("not refused") };
+        let error = reply.get_child("error", CLIENT).expect("an error");
+        assert_eq!((reply.attr("id"), reply.attr("to"), error.attr("type")), (Some("g1"), Some("room@muc.l/carol"), Some("cancel")));
+        assert!(error.has_child(Condition::ServiceUnavailable.name(), STANZAS));
     }
 }

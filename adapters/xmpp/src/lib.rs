@@ -2,6 +2,7 @@
 //! every gateway user `alice` is the XMPP address `alice@<xmpp.domain>`.
 //!
 //! - `shim`: lets tokio-xmpp's stream parser accept a component stream header without `version`;
+//! - `nesting`: fails the stream before the parser when the server nests elements too deep;
 //! - `link`: opening the component stream and the handshake;
 //! - `namespace`: `jabber:client` ⇄ `jabber:component:accept`, so the rest of the build keeps the
 //!   client stanza types;
@@ -15,6 +16,7 @@ mod adapter;
 mod convert;
 mod link;
 mod namespace;
+mod nesting;
 mod service;
 mod shim;
 

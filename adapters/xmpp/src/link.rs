@@ -10,9 +10,10 @@ use tokio_xmpp::xmlstream::{self, StreamHeader, Timeouts, XmlStream};
 use xmpp_parsers::component::Handshake;
 
 use crate::namespace::COMPONENT;
+use crate::nesting::NestingGuard;
 use crate::shim::VersionShim;
 
-pub(crate) type Link = XmlStream<BufReader<VersionShim<TcpStream>>, Element>;
+pub(crate) type Link = XmlStream<BufReader<NestingGuard<VersionShim<TcpStream>>>, Element>;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LinkError {
@@ -44,7 +45,7 @@ pub(crate) async fn connect(server: &str, domain: &str, secret: &str, timeouts: 
         .await
         .map_err(|source| LinkError::Connect { server: server.to_owned(), source })?;
     let _ = tcp.set_nodelay(true);
-    let io = BufReader::new(VersionShim::new(tcp));
+    let io = BufReader::new(NestingGuard::new(VersionShim::new(tcp)));
     let header = StreamHeader { to: Some(Cow::Borrowed(domain)), from: None, id: None };
     let pending = xmlstream::initiate_stream(io, COMPONENT, header, timeouts).await.map_err(LinkError::Stream)?;
     let id = pending.header().id.map(|id| id.into_owned()).ok_or(LinkError::NoStreamId)?;

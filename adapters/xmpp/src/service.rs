@@ -15,7 +15,9 @@ const FEATURES: &[&str] = &[DISCO_INFO, PING, VERSION, RECEIPTS, MARKERS, CHATST
 
 /// The answer to an IQ get or set addressed to the component or one of its users.
 pub(crate) fn answer(iq: &Element, component: &str) -> Element {
-    let Some(payload) = iq.children().next() else {
+    // RFC 6120 §8.2.3: a get or a set carries exactly one payload.
+    let mut payloads = iq.children();
+    let (Some(payload), None) = (payloads.next(), payloads.next()) else {
         return error_reply(iq, Condition::BadRequest);
     };
     let get = iq.attr("type") == Some("get");
@@ -87,5 +89,18 @@ mod tests {
         let refused = answer(&odd, "gw.localhost");
         assert_eq!(refused.attr("type"), Some("error"));
         assert!(refused.get_child("error", CLIENT).is_some_and(|e| e.has_child("service-unavailable", "urn:ietf:params:xml:ns:xmpp-stanzas")));
+    }
+
+    #[test]
+    fn an_iq_without_exactly_one_payload_is_a_bad_request() {
+        for xml in [
+            "<iq xmlns='jabber:client' type='get' id='b1' from='c@l/r' to='gw.localhost'/>",
+            "<iq xmlns='jabber:client' type='get' id='b1' from='c@l/r' to='gw.localhost'><ping xmlns='urn:xmpp:ping'/><query xmlns='jabber:iq:version'/></iq>",
+        ] {
+            let iq: Element = xml.parse().expect("xml");
+            let refused = answer(&iq, "gw.localhost");
+            assert_eq!((refused.attr("type"), refused.attr("id")), (Some("error"), Some("b1")), "{xml}");
+            assert!(refused.get_child("error", CLIENT).is_some_and(|e| e.has_child("bad-request", "urn:ietf:params:xml:ns:xmpp-stanzas")), "{xml}");
+        }
     }
 }

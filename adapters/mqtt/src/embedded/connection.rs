@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::Shared;
 use super::io::{IoError, PacketReader, PacketWriter};
 use crate::adapter::NAME;
-use crate::topics::TopicKind;
+use crate::topics::{self, TopicKind};
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
@@ -299,6 +299,10 @@ impl Client {
                 writer.queue(&Packet::PubComp(PubComp::new(release.pkid)));
             }
             Packet::Subscribe(subscribe) => {
+                if let Some(filter) = subscribe.filters.iter().find(|f| !topics::valid_filter(&f.path)) {
+                    metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
+                    return Step::End(End::Lost(format!("protocol violation: SUBSCRIBE to {:?}", filter.path)));
+                }
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 let mut granted = None;
                 for filter in &subscribe.filters {
@@ -346,6 +350,12 @@ impl Client {
     }
 
     async fn on_publish<W: AsyncWrite + Unpin>(&mut self, publish: Publish, writer: &mut PacketWriter<W>) -> Step {
+        // MQTT 3.1.1 §4.8: a protocol violation closes the connection, unanswered; a foreign but
+        // valid topic is refused below, and the session goes on.
+        if !topics::valid_name(&publish.topic) {
+            metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
+            return Step::End(End::Lost(format!("protocol violation: PUBLISH to {:?}", publish.topic)));
+        }
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(publish.pkid))),
