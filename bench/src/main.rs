@@ -22,6 +22,7 @@
 //! progress for XMPP senders (c2s has no per-message ack). Paced is open loop. Every step has a
 //! deadline, so the run always ends. A Markdown table goes to stdout, progress to stderr.
 
+mod idle;
 mod load;
 mod push;
 mod servers;
@@ -93,6 +94,12 @@ struct Cli {
     /// The Prosody binary (`prosodyctl` is expected beside it).
     #[arg(long, default_value = "/usr/bin/prosody")]
     prosody: PathBuf,
+    /// Idle-session populations to measure (`idle sessions` case), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,50000")]
+    idle_sessions: Vec<usize>,
+    /// Gateway starts timed (`startup` case).
+    #[arg(long, default_value_t = 5)]
+    starts: usize,
     /// Run only the cases whose name contains this text (repeatable), e.g. `--only XMPP`, `--only push`.
     #[arg(long)]
     only: Vec<String>,
@@ -361,8 +368,20 @@ async fn run(cli: &Cli, gateway_binary: &Path, fakes_runtime: &tokio::runtime::H
     let selected = |label: &str| cli.only.is_empty() || cli.only.iter().any(|only| label.contains(only.as_str()));
     let paths: Vec<Case> = CASES.into_iter().filter(|case| selected(case.label())).collect();
     let push_cases: Vec<PushCase> = PUSH_CASES.into_iter().filter(|case| selected(case.label())).collect();
-    if paths.is_empty() && push_cases.is_empty() {
+    let (timed_starts, idle_populations) = (selected("startup"), selected("idle sessions"));
+    if paths.is_empty() && push_cases.is_empty() && !timed_starts && !idle_populations {
         bail!("--only matches no case");
+    }
+    if timed_starts || idle_populations {
+        let options = idle::IdleOptions { sessions: cli.idle_sessions.clone(), starts: cli.starts };
+        let startup = if timed_starts { Some(idle::startup(gateway_binary, dir.path(), &options).await?) } else { None };
+        let populations = if idle_populations {
+            idle::raise_file_limit(250_000);
+            idle::populations(gateway_binary, dir.path(), &options).await?
+        } else {
+            Vec::new()
+        };
+        idle::print_tables(startup.as_ref(), &populations);
     }
     let (mut failed, mut runs) = (0, 0);
     if !paths.is_empty() {

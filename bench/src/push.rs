@@ -337,7 +337,7 @@ impl UserSet {
 
 /// A JWT for `user`, signed with the bench gateway's secret as `switchboard token` signs it (HS256,
 /// `sub`, `iat`, `exp`): thousands of users would take minutes of `switchboard token` processes.
-fn mint(user: &str) -> anyhow::Result<String> {
+pub(crate) fn mint(user: &str) -> anyhow::Result<String> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let claims = json!({"sub": user, "iat": now, "exp": now + 3600});
     let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
