@@ -14,7 +14,7 @@ const VERSION: &str = "jabber:iq:version";
 const FEATURES: &[&str] = &[DISCO_INFO, PING, VERSION, RECEIPTS, MARKERS, CHATSTATES];
 
 /// The answer to an IQ get or set addressed to the component or one of its users.
-pub(crate) fn answer(iq: &Element, component: &str) -> Element {
+pub fn answer(iq: &Element, component: &str) -> Element {
     let Some(payload) = iq.children().next() else {
         return error_reply(iq, Condition::BadRequest);
     };
