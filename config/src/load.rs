@@ -64,7 +64,7 @@ fn into_config_error(error: figment::Error) -> ConfigError {
     let key = if path.is_empty() {
         "(top level)".to_owned()
     } else {
-        path.join(".")
+        path.iter().map(|segment| toml_key(segment)).collect::<Vec<_>>().join(".")
     };
     let origin = error
         .metadata
@@ -85,6 +85,17 @@ fn into_config_error(error: figment::Error) -> ConfigError {
         key,
         message,
         origin,
+    }
+}
+
+/// A key as it is written in TOML: an empty key, or one with dots or spaces, only means something
+/// quoted (`""`, `"a.b"`); printed bare it would name nothing, or another key.
+fn toml_key(segment: &str) -> String {
+    let bare = !segment.is_empty() && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        segment.to_owned()
+    } else {
+        toml::Value::String(segment.to_owned()).to_string()
     }
 }
 
@@ -121,6 +132,17 @@ mod tests {
                 .err()
                 .ok_or("accepted an unknown key")?;
             assert_eq!(error.key(), Some("mqtt.listne"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_that_need_quotes_are_named_quoted() {
+        Jail::expect_with(|_| {
+            let error = load_from_str("'' = 4096\n").err().ok_or("accepted an empty key")?;
+            assert_eq!(error.key(), Some("\"\""));
+            let error = load_from_str("[mqtt]\n\"listen.port\" = 1\n").err().ok_or("accepted a dotted key")?;
+            assert_eq!(error.key(), Some("mqtt.\"listen.port\""));
             Ok(())
         });
     }

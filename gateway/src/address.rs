@@ -135,7 +135,10 @@ impl Address {
     /// `local@domain[/resource]`.
     pub fn parse(text: &str, gateway: &Domain) -> Result<Self, AddressError> {
         let invalid = || AddressError::Invalid(text.to_owned());
-        if text.is_empty() || text.len() > 3071 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // U+FFFE and U+FFFF are no control characters, but XML cannot carry them either: in the
+        // `to` of a stanza, one would stop the XMPP link at every retry.
+        let unusable = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}');
+        if text.is_empty() || text.len() > 3071 || text.chars().any(unusable) {
             return Err(invalid());
         }
         let (bare, resource) = match text.split_once('/') {
@@ -232,6 +235,13 @@ mod tests {
     #[test]
     fn garbage_is_refused() {
         for bad in ["", "a b", "@x.org", "bob@", "x@y/", "BAD USER", "x@-/r", "a<b@x.org"] {
+            assert!(Address::parse(bad, &gw()).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn characters_xml_cannot_carry_are_refused_anywhere_in_an_address() {
+        for bad in ["aa\u{FFFE}@xmpp.example.org", "carol@xmpp.example.org/ph\u{FFFF}one", "carol@xmpp.example.org/\u{1}"] {
             assert!(Address::parse(bad, &gw()).is_err(), "{bad:?} was accepted");
         }
     }

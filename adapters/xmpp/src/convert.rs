@@ -20,7 +20,7 @@ pub(crate) const RESOURCE: &str = "switchboard";
 
 /// The XMPP side of the gateway's addresses.
 #[derive(Clone, Debug)]
-pub(crate) struct Addressing {
+pub struct Addressing {
     /// The component's domain: gateway user `alice` is `alice@<component>`.
     pub component: String,
     /// The largest body, subject or status accepted (`limits.max_frame_bytes`).
@@ -29,7 +29,7 @@ pub(crate) struct Addressing {
 
 /// What an inbound stanza means.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Inbound {
+pub enum Inbound {
     /// For a gateway user; `stanza_id` is the sender's id, if any.
     Envelope { envelope: Envelope, stanza_id: Option<String> },
     /// For the component or a user JID: an IQ to answer.

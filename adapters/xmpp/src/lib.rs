@@ -21,3 +21,11 @@ mod service;
 mod shim;
 
 pub use adapter::{XmppAdapter, XmppSettings};
+
+/// The pure stanza handling, for the fuzz targets in `fuzz/`: not part of the crate's interface.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::convert::{Addressing, Inbound};
+    pub use crate::namespace::{to_client, to_component};
+    pub use crate::service::answer;
+}

@@ -20,11 +20,11 @@ pub(crate) fn renamespace(mut element: Element, from: &str, to: &str) -> Element
     moved
 }
 
-pub(crate) fn to_client(element: Element) -> Element {
+pub fn to_client(element: Element) -> Element {
     renamespace(element, COMPONENT, CLIENT)
 }
 
-pub(crate) fn to_component(element: Element) -> Element {
+pub fn to_component(element: Element) -> Element {
     renamespace(element, CLIENT, COMPONENT)
 }
 

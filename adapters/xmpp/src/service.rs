@@ -14,7 +14,7 @@ const VERSION: &str = "jabber:iq:version";
 const FEATURES: &[&str] = &[DISCO_INFO, PING, VERSION, RECEIPTS, MARKERS, CHATSTATES];
 
 /// The answer to an IQ get or set addressed to the component or one of its users.
-pub(crate) fn answer(iq: &Element, component: &str) -> Element {
+pub fn answer(iq: &Element, component: &str) -> Element {
     // RFC 6120 §8.2.3: a get or a set carries exactly one payload.
     let mut payloads = iq.children();
     let (Some(payload), None) = (payloads.next(), payloads.next()) else {
