@@ -117,7 +117,7 @@ pub async fn start(config: Config, metrics: Option<PrometheusHandle>) -> anyhow:
         router,
         auth,
         health,
-        aliases: MessageAliases::new(store.clone()),
+        aliases: MessageAliases::spawn(store.clone(), &core),
         wake_outbox: WakeOutbox::new(store.clone()),
         connections: ConnectionLimits::new(usize::try_from(config.limits.connections_per_ip).unwrap_or(usize::MAX)),
         shutdown: shutdown.clone(),

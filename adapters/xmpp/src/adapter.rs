@@ -156,8 +156,7 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                 let Some(first) = outbound else {
                     break Ended::Lost("route session closed".into());
                 };
-                // Whatever else is already waiting goes in the same batch: one store transaction
-                // for the ids, one write to the server.
+                // Whatever else is already waiting goes in the same batch: one write to the server.
                 let mut batch = vec![first];
                 while batch.len() < BATCH {
                     match lease.outbound.try_recv() {
@@ -170,12 +169,13 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                     break Ended::Lost(error.to_string());
                 }
             }
+            () = sleep_until(acks.ping_due()), if acks.ping_due().is_some() => {}
             () = sleep_until(acks.deadline()), if acks.deadline().is_some() => {
                 break Ended::Lost("a delivery ping did not come back".into());
             }
             item = link.next() => {
-                // Stanzas that arrived together are handled together: one store transaction for
-                // their ids, then routed in arrival order.
+                // Stanzas that arrived together are handled together: their ids recorded at
+                // once, then routed in arrival order.
                 let mut items = vec![item];
                 while items.len() < BATCH && matches!(items.last(), Some(Some(Ok(_)))) {
                     match link.next().now_or_never() {
@@ -232,10 +232,14 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
 /// So a stanza counts as delivered only once a ping sent after it has come back: the component
 /// pings its own domain, which the server routes back to it, after everything written before
 /// (a server handles a stream in order). One ping covers every stanza written while the previous
-/// one was out. A ping that does not come back in time means the link is dead.
+/// one was out, or within [`PING_GATHER`] of the first of them: a ping per message would double
+/// the server's work at moderate load. A ping that does not come back in time means the link is
+/// dead.
 #[derive(Default)]
 struct Acknowledgements {
     written: Vec<Delivered>,
+    /// When the oldest of `written` was written.
+    first_written: Option<tokio::time::Instant>,
     outstanding: Option<Outstanding>,
     sequence: u64,
 }
@@ -248,16 +252,33 @@ struct Outstanding {
 
 /// How long a delivery ping may take to come back before the link counts as dead.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long stanzas written since the last ping may wait for more before a ping covers them
+/// (senders wait this much longer for their `ack`, never for the message itself).
+const PING_GATHER: Duration = Duration::from_millis(2);
 
 impl Acknowledgements {
     fn written(&mut self, delivered: Delivered) {
+        self.first_written.get_or_insert_with(tokio::time::Instant::now);
         self.written.push(delivered);
+    }
+
+    /// When the stanzas written so far should get their ping, if none is out.
+    fn ping_due(&self) -> Option<tokio::time::Instant> {
+        match (&self.outstanding, self.first_written) {
+            (None, Some(first)) => Some(first + PING_GATHER),
+            _ => None,
+        }
     }
 
     fn ping_if_needed(&mut self, component: &str) -> Option<Element> {
         if self.outstanding.is_some() || self.written.is_empty() {
             return None;
         }
+        let gathered = self.written.len() >= BATCH;
+        if !gathered && self.ping_due().is_some_and(|due| tokio::time::Instant::now() < due) {
+            return None;
+        }
+        self.first_written = None;
         self.sequence += 1;
         let id = format!("ack-{}", self.sequence);
         let ping = ping_to(component, component, &id);
@@ -401,13 +422,7 @@ async fn handle(stanza: Element, inbound: Inbound, addressing: &Addressing, cont
 }
 
 async fn record_aliases(context: &AdapterContext, aliases: &[MessageAlias]) {
-    if aliases.is_empty() {
-        return;
-    }
-    if let Err(error) = context.aliases.save(aliases).await {
-        // Receipts and errors for these messages will not be matched; the messages still go.
-        tracing::warn!(%error, count = aliases.len(), "cannot record stanza ids");
-    }
+    context.aliases.save(aliases).await;
 }
 
 fn bare(address: &Address) -> Address {
@@ -418,8 +433,8 @@ fn bare(address: &Address) -> Address {
 }
 
 /// Sends a batch of envelopes through the link, after the id bookkeeping: each message's id is
-/// recorded (one transaction for the batch) so the peer's receipts and errors can be matched to
-/// it; a receipt names the peer's own id for the message.
+/// recorded (in memory at once, in the store behind the traffic) so the peer's receipts and errors
+/// can be matched to it; a receipt names the peer's own id for the message.
 async fn send_batch(
     link: &mut Link,
     batch: Vec<Outbound>,

@@ -4,6 +4,7 @@
 //! SQLite (the embedded default, a file under `gateway.data_dir`) and PostgreSQL (shared by
 //! several gateway nodes) through one code path.
 
+mod aliases;
 mod group_commit;
 mod migrate;
 mod sql;
@@ -11,6 +12,7 @@ mod sql;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use aliases::MessageAliases;
 pub use sql::SqlStore;
 
 use crate::address::{Address, UserId};
@@ -81,29 +83,6 @@ pub struct MessageAlias {
     pub foreign_id: String,
     /// The gateway user on this side of the conversation.
     pub user: UserId,
-}
-
-/// The part of the store adapters may use: message aliases. Everything else about messages goes
-/// through the router.
-#[derive(Clone)]
-pub struct MessageAliases(std::sync::Arc<dyn Store>);
-
-impl MessageAliases {
-    pub fn new(store: std::sync::Arc<dyn Store>) -> Self {
-        Self(store)
-    }
-
-    pub fn save<'a>(&'a self, aliases: &'a [MessageAlias]) -> StoreFuture<'a, ()> {
-        self.0.save_aliases(aliases)
-    }
-
-    pub fn of<'a>(&'a self, id: &'a MessageId) -> StoreFuture<'a, Option<MessageAlias>> {
-        self.0.alias_of(id)
-    }
-
-    pub fn resolve<'a>(&'a self, peer: &'a Address, foreign_id: &'a str) -> StoreFuture<'a, Option<MessageAlias>> {
-        self.0.resolve_alias(peer, foreign_id)
-    }
 }
 
 /// Position of an envelope in an offline queue; increases with every append.

@@ -79,6 +79,22 @@ fn observe<T>(operation: &'static str, started: Instant, result: &Result<T, Stor
     }
 }
 
+/// Rows per alias INSERT: five parameters each, far below every backend's limit.
+const ALIAS_ROWS_PER_INSERT: usize = 64;
+
+fn alias_insert_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO message_aliases (id, peer, foreign_id, user_name, created_ms) VALUES ");
+    for row in 0..rows {
+        let first = row * 5;
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", first + 1, first + 2, first + 3, first + 4, first + 5));
+    }
+    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    sql
+}
+
 fn alias_from_row(row: sqlx::any::AnyRow) -> Result<MessageAlias, StoreError> {
     let peer: String = row.try_get("peer")?;
     Ok(MessageAlias {
@@ -414,19 +430,23 @@ impl Store for SqlStore {
         Box::pin(async move {
             let started = Instant::now();
             let result = async {
+                let now = Timestamp::now().0;
                 let mut tx = self.pool.begin().await?;
-                for alias in aliases {
-                    sqlx::query(
-                        "INSERT INTO message_aliases (id, peer, foreign_id, user_name, created_ms) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(alias.id.as_str())
-                    .bind(serde_json::to_string(&alias.peer)?)
-                    .bind(alias.foreign_id.clone())
-                    .bind(alias.user.as_str())
-                    .bind(Timestamp::now().0)
-                    .execute(&mut *tx)
-                    .await?;
+                // Many rows per statement: each statement is a round trip to the database (for
+                // SQLite, to its worker thread), and aliases come by the thousand.
+                for chunk in aliases.chunks(ALIAS_ROWS_PER_INSERT) {
+                    // Built from the row count only: no value ever enters the text.
+                    let sql = alias_insert_sql(chunk.len());
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for alias in chunk {
+                        query = query
+                            .bind(alias.id.as_str())
+                            .bind(serde_json::to_string(&alias.peer)?)
+                            .bind(alias.foreign_id.clone())
+                            .bind(alias.user.as_str())
+                            .bind(now);
+                    }
+                    query.execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

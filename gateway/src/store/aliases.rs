@@ -1,0 +1,180 @@
+//! Message aliases, kept in memory for the messages in flight and written to the store behind
+//! the traffic.
+//!
+//! An alias is needed when the peer answers: a receipt or an error stanza seconds later, rarely
+//! after a restart. Waiting for its commit before each stanza goes out or comes in put a disk
+//! sync on the XMPP link's path for every batch, and the link is one stream: the whole bridge
+//! ran at the pace of the disk. So an alias is usable at once from memory, and one writer task
+//! commits whatever has accumulated in one transaction. What a crash can lose is the aliases of
+//! the last moments: a receipt for one of those messages after the restart is not matched (it
+//! is dropped, as one for an unknown message), and the message itself is unaffected.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
+
+use super::{MessageAlias, Store, StoreFuture};
+use crate::address::Address;
+use crate::id::MessageId;
+
+/// Aliases answered from memory: the newest ones, far more than are ever in flight at once.
+const RECENT: usize = 65_536;
+/// Aliases waiting for the writer; a full queue makes callers wait (the store is behind).
+const PENDING: usize = 16_384;
+/// Aliases per transaction at most.
+const WRITE_BATCH: usize = 1_024;
+/// How long the writer gathers aliases before a commit: each commit is a disk sync, and a sync
+/// per handful of messages cost more than the rest of the bridge.
+const GATHER: Duration = Duration::from_millis(100);
+
+/// The part of the store adapters may use: message aliases. Everything else about messages goes
+/// through the router.
+#[derive(Clone)]
+pub struct MessageAliases {
+    store: Arc<dyn Store>,
+    recent: Arc<Mutex<Recent>>,
+    writer: mpsc::Sender<Vec<MessageAlias>>,
+}
+
+impl MessageAliases {
+    /// The writer runs on `tasks` until every handle is dropped, then commits what is left.
+    pub fn spawn(store: Arc<dyn Store>, tasks: &TaskTracker) -> Self {
+        let (writer, pending) = mpsc::channel(PENDING);
+        tasks.spawn(write_behind(store.clone(), pending));
+        Self { store, recent: Arc::new(Mutex::new(Recent::default())), writer }
+    }
+
+    /// Usable by [`of`](Self::of) and [`resolve`](Self::resolve) as soon as this returns; durable
+    /// a moment later.
+    pub async fn save(&self, aliases: &[MessageAlias]) {
+        if aliases.is_empty() {
+            return;
+        }
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner).insert_all(aliases);
+        if self.writer.send(aliases.to_vec()).await.is_err() {
+            tracing::warn!(count = aliases.len(), "alias writer stopped; stanza ids kept in memory only");
+        }
+    }
+
+    pub async fn of(&self, id: &MessageId) -> Result<Option<MessageAlias>, super::StoreError> {
+        let known = self.recent.lock().unwrap_or_else(PoisonError::into_inner).of(id);
+        match known {
+            Some(alias) => Ok(Some(alias)),
+            None => self.store.alias_of(id).await,
+        }
+    }
+
+    pub async fn resolve(&self, peer: &Address, foreign_id: &str) -> Result<Option<MessageAlias>, super::StoreError> {
+        let known = self.recent.lock().unwrap_or_else(PoisonError::into_inner).resolve(peer, foreign_id);
+        match known {
+            Some(alias) => Ok(Some(alias)),
+            None => self.store.resolve_alias(peer, foreign_id).await,
+        }
+    }
+}
+
+async fn write_behind(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Vec<MessageAlias>>) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = first;
+        let deadline = Instant::now() + GATHER;
+        while batch.len() < WRITE_BATCH {
+            match tokio::time::timeout_at(deadline, pending.recv()).await {
+                Ok(Some(more)) => batch.extend(more),
+                // Closed (shutdown: commit what is left) or time to commit.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let written: StoreFuture<'_, ()> = store.save_aliases(&batch);
+        if let Err(error) = written.await {
+            // Still answered from memory while they are recent; only a restart forgets them.
+            tracing::warn!(%error, count = batch.len(), "cannot record stanza ids");
+        }
+    }
+}
+
+/// The newest aliases, by gateway id and by what the peer calls them.
+#[derive(Default)]
+struct Recent {
+    by_id: HashMap<MessageId, MessageAlias>,
+    by_foreign: HashMap<(Address, String), MessageId>,
+    order: VecDeque<MessageId>,
+}
+
+impl Recent {
+    fn insert_all(&mut self, aliases: &[MessageAlias]) {
+        for alias in aliases {
+            if self.by_id.contains_key(&alias.id) {
+                continue;
+            }
+            if self.order.len() >= RECENT {
+                self.forget_oldest();
+            }
+            // The newest message with that id from that peer is the one it means.
+            self.by_foreign.insert((alias.peer.clone(), alias.foreign_id.clone()), alias.id.clone());
+            self.order.push_back(alias.id.clone());
+            self.by_id.insert(alias.id.clone(), alias.clone());
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        let Some(id) = self.order.pop_front() else { return };
+        let Some(alias) = self.by_id.remove(&id) else { return };
+        let key = (alias.peer, alias.foreign_id);
+        if self.by_foreign.get(&key) == Some(&id) {
+            self.by_foreign.remove(&key);
+        }
+    }
+
+    fn of(&self, id: &MessageId) -> Option<MessageAlias> {
+        self.by_id.get(id).cloned()
+    }
+
+    fn resolve(&self, peer: &Address, foreign_id: &str) -> Option<MessageAlias> {
+        let id = self.by_foreign.get(&(peer.clone(), foreign_id.to_owned()))?;
+        self.by_id.get(id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{Domain, UserId};
+
+    fn peer(text: &str) -> Address {
+        Address::parse(text, &Domain::new("gw.example.org")).expect("address")
+    }
+
+    fn alias(id: &str, from: &str, foreign: &str) -> MessageAlias {
+        MessageAlias {
+            id: MessageId::from_string(id),
+            peer: peer(from),
+            foreign_id: foreign.to_owned(),
+            user: UserId::parse("alice").expect("user"),
+        }
+    }
+
+    #[test]
+    fn the_newest_message_a_peer_calls_by_an_id_is_the_one_it_means() {
+        let mut recent = Recent::default();
+        recent.insert_all(&[alias("m1", "bob@example.org", "1"), alias("m2", "bob@example.org", "1")]);
+        assert_eq!(recent.resolve(&peer("bob@example.org"), "1").map(|a| a.id.to_string()), Some("m2".to_owned()));
+        assert!(recent.resolve(&peer("carol@example.org"), "1").is_none(), "another peer cannot name bob's message");
+    }
+
+    #[test]
+    fn the_oldest_are_forgotten_first_and_a_newer_alias_survives_its_namesake() {
+        let mut recent = Recent::default();
+        recent.insert_all(&[alias("first", "bob@example.org", "same")]);
+        recent.insert_all(&[alias("second", "bob@example.org", "same")]);
+        let filler: Vec<MessageAlias> =
+            (0..RECENT - 1).map(|n| alias(&format!("f{n}"), "carol@example.org", &format!("c{n}"))).collect();
+        recent.insert_all(&filler);
+        assert!(recent.of(&MessageId::from_string("first")).is_none());
+        assert_eq!(recent.resolve(&peer("bob@example.org"), "same").map(|a| a.id.to_string()), Some("second".to_owned()));
+        assert_eq!(recent.order.len(), RECENT);
+        assert_eq!(recent.by_id.len(), RECENT);
+    }
+}
