@@ -1,5 +1,5 @@
-//! Load generation: MQTT senders (rumqttc), MQTT and WebSocket receivers, the sending loop shared
-//! with the XMPP senders (`xmpp.rs`), and the recorder that checks every message arrived once and
+//! Load generation: MQTT senders and receivers (rumqttc), the sending loop shared with the
+//! WebSocket (`ws.rs`), XMPP (`xmpp.rs`) and component (`component.rs`) senders, and the recorder that checks every message arrived once and
 //! measures its latency.
 //!
 //! Every message body is `m:<case>:<sender>:<seq>:<ns>`, `ns` being the send time in nanoseconds
@@ -12,12 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, NetworkOptions, Packet, QoS, SubscribeReasonCode};
 use serde::Deserialize;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Lang, Message};
 use xmpp_parsers::stanza::Stanza;
@@ -36,7 +34,7 @@ pub fn ns_at(at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(*ORIGIN.get_or_init(Instant::now)).as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -305,7 +303,7 @@ impl SenderState {
         self.window.add_permits(1);
     }
 
-    fn on_frame(&self, payload: &[u8]) {
+    pub fn on_frame(&self, payload: &[u8]) {
         let Ok(frame) = serde_json::from_slice::<Frame>(payload) else { return };
         match frame.kind.as_str() {
             "ack" => {
@@ -338,6 +336,7 @@ pub struct MqttConn {
     pub client: AsyncClient,
     task: JoinHandle<()>,
     failure: Arc<Mutex<Option<String>>>,
+    presence: Option<String>,
 }
 
 impl Drop for MqttConn {
@@ -352,6 +351,9 @@ pub struct MqttSpec<'a> {
     /// (username, password)
     pub credentials: Option<(&'a str, &'a str)>,
     pub subscribe: Option<String>,
+    /// A user of an external broker: her retained presence topic, `available` once subscribed and
+    /// `unavailable` before a clean DISCONNECT, as docs/mosquitto.md asks of clients.
+    pub presence: Option<String>,
 }
 
 impl MqttConn {
@@ -426,7 +428,7 @@ impl MqttConn {
                 }
             })
         };
-        let conn = Self { client, task, failure };
+        let conn = Self { client, task, failure, presence: spec.presence };
         if tokio::time::timeout(SETUP_WAIT, connected.notified()).await.is_err() || conn.failure().is_some() {
             bail!("{}: no CONNACK ({})", spec.client_id, conn.failure().unwrap_or_else(|| "timeout".into()));
         }
@@ -442,88 +444,27 @@ impl MqttConn {
                 );
             }
         }
+        if let Some(topic) = &conn.presence {
+            tokio::time::timeout(SETUP_WAIT, conn.client.publish(topic, QoS::AtLeastOnce, true, presence("available")))
+                .await
+                .context("presence request timed out")??;
+        }
         Ok(conn)
     }
 
     pub async fn close(self) {
+        if let Some(topic) = &self.presence {
+            let unavailable = self.client.publish(topic, QoS::AtLeastOnce, true, presence("unavailable"));
+            let _ = tokio::time::timeout(Duration::from_secs(1), unavailable).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.client.disconnect()).await;
         // Give the event loop a moment to write DISCONNECT; Drop aborts the task.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// A WebSocket receiver on the gateway.
-pub struct WsConn {
-    task: JoinHandle<()>,
-    close: Arc<Notify>,
-    failure: Arc<Mutex<Option<String>>>,
-}
-
-impl Drop for WsConn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl WsConn {
-    pub async fn receiver(http_port: u16, token: &str, recorder: Arc<Recorder>) -> anyhow::Result<Self> {
-        let url = format!("ws://127.0.0.1:{http_port}/ws?token={token}");
-        let (ws, _) = tokio::time::timeout(SETUP_WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .context("WebSocket connect timed out")?
-            .context("WebSocket connect")?;
-        let (mut sink, mut stream) = ws.split();
-        // The first frame must be `ready`.
-        let first = tokio::time::timeout(SETUP_WAIT, stream.next()).await.context("no ready frame")?;
-        match first {
-            Some(Ok(WsMessage::Text(text))) if text.contains("\"ready\"") => {}
-            other => bail!("expected a ready frame, got {other:?}"),
-        }
-        let close = Arc::new(Notify::new());
-        let failure = Arc::new(Mutex::new(None::<String>));
-        let task = {
-            let (close, failure) = (close.clone(), failure.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        item = stream.next() => match item {
-                            Some(Ok(WsMessage::Text(text))) => recorder.on_payload(text.as_bytes()),
-                            Some(Ok(WsMessage::Ping(data))) => {
-                                let _ = sink.send(WsMessage::Pong(data)).await;
-                            }
-                            Some(Ok(WsMessage::Close(frame))) => {
-                                *lock(&failure) = Some(format!("closed by the gateway: {frame:?}"));
-                                return;
-                            }
-                            Some(Ok(_)) => {}
-                            Some(Err(error)) => {
-                                *lock(&failure) = Some(error.to_string());
-                                return;
-                            }
-                            None => {
-                                *lock(&failure) = Some("connection ended".into());
-                                return;
-                            }
-                        },
-                        () = close.notified() => {
-                            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(WsMessage::Close(None))).await;
-                            return;
-                        }
-                    }
-                }
-            })
-        };
-        Ok(Self { task, close, failure })
-    }
-
-    pub fn failure(&self) -> Option<String> {
-        lock(&self.failure).clone()
-    }
-
-    pub async fn close(self) {
-        self.close.notify_one();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+fn presence(show: &str) -> String {
+    format!(r#"{{"type":"presence","show":"{show}"}}"#)
 }
 
 /// How a sender paces itself.
@@ -568,6 +509,10 @@ pub enum Outlet {
     Mqtt { client: AsyncClient, topic: String, to: String },
     /// A `<message type='chat'>` to `to`, into an XMPP connection's outgoing queue.
     Xmpp { queue: mpsc::Sender<Box<Stanza>>, to: Jid },
+    /// A gateway `message` frame to `to`, as a WebSocket text frame (the bare relay gets the same).
+    Ws { queue: mpsc::Sender<String>, to: String },
+    /// A `<message type='chat'>` to `to` from the bare component's sender of this index.
+    Component { queue: mpsc::Sender<String>, to: String },
 }
 
 impl Outlet {
@@ -582,11 +527,15 @@ impl Outlet {
                 let message = Message::chat(Some(to.clone())).with_body(Lang::new(), body(tag, index, seq));
                 queue.send(Box::new(Stanza::Message(message))).await.is_ok()
             }
+            Self::Ws { queue, to } => queue.send(frame(tag, index, seq, to)).await.is_ok(),
+            Self::Component { queue, to } => {
+                queue.send(crate::component::message(index, to, &body(tag, index, seq))).await.is_ok()
+            }
         }
     }
 }
 
-fn body(tag: u64, index: usize, seq: Option<usize>) -> String {
+pub fn body(tag: u64, index: usize, seq: Option<usize>) -> String {
     match seq {
         Some(seq) => format!("m:{tag}:{index}:{seq}:{}", now_ns()),
         None => format!("w:{tag}:{index}"),

@@ -22,12 +22,19 @@
 //! progress for XMPP senders (c2s has no per-message ack). Paced is open loop. Every step has a
 //! deadline, so the run always ends. A Markdown table goes to stdout, progress to stderr.
 
+mod compare;
+mod component;
+mod ejabberd;
 mod idle;
 mod load;
 mod push;
+mod relay;
 mod servers;
+mod setup;
+mod ws;
 mod xmpp;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,10 +45,13 @@ use clap::Parser;
 use xmpp_parsers::jid::Jid;
 
 use crate::load::{
-    AckKind, MqttConn, MqttSpec, Outlet, Pace, Recorder, SETUP_WAIT, SendPlan, SenderState, WsConn, now_ns,
+    AckKind, MqttConn, MqttSpec, Outlet, Pace, Recorder, SETUP_WAIT, SendPlan, SenderState, now_ns,
 };
 use crate::push::{PUSH_CASES, PushCase, PushOptions, PushRow};
-use crate::servers::{COMPONENT_DOMAIN, Gateway, Ports, Prosody, Server, XMPP_HOST, xmpp_password};
+use crate::component::ComponentConn;
+use crate::servers::{COMPONENT_DOMAIN, Server, XMPP_HOST, xmpp_password};
+use crate::setup::Servers;
+use crate::ws::WsConn;
 use crate::xmpp::{Role, XmppConn};
 
 #[derive(Parser)]
@@ -78,10 +88,6 @@ struct Cli {
     /// this, at most 20 s).
     #[arg(long, default_value_t = 40)]
     case_timeout: u64,
-    /// Also run every path paced at this same rate (messages/s), for latencies compared at equal
-    /// load; 0 = skip.
-    #[arg(long, default_value_t = 5000.0)]
-    fixed_rate: f64,
     /// Keep the temporary directory (server configurations, logs, the gateway's store) and print its path.
     #[arg(long)]
     keep: bool,
@@ -94,6 +100,9 @@ struct Cli {
     /// The Prosody binary (`prosodyctl` is expected beside it).
     #[arg(long, default_value = "/usr/bin/prosody")]
     prosody: PathBuf,
+    /// ejabberd's control script (run as the `ejabberd` user with `setpriv`).
+    #[arg(long, default_value = "/usr/sbin/ejabberdctl")]
+    ejabberdctl: PathBuf,
     /// Idle-session populations to measure (`idle sessions` case), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,50000")]
     idle_sessions: Vec<usize>,
@@ -122,42 +131,114 @@ struct Cli {
     /// outage case the outage plus 40 s more).
     #[arg(long, default_value_t = 30)]
     push_max_secs: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The bare WebSocket relay, run by the benchmark itself as a server process of its own.
+    #[command(hide = true)]
+    Relay {
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+/// An XMPP server under test.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum XmppServer {
+    Prosody,
+    Ejabberd,
+}
+
+impl XmppServer {
+    /// The gateway joined to it.
+    fn gateway(self) -> GatewayId {
+        match self {
+            Self::Prosody => GatewayId::Prosody,
+            Self::Ejabberd => GatewayId::Ejabberd,
+        }
+    }
+}
+
+/// A gateway process. Each is started only when a selected case needs it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum GatewayId {
+    /// Embedded MQTT endpoint, joined to Prosody; also the one of the MQTT and WebSocket cases.
+    Prosody,
+    /// Embedded MQTT endpoint, joined to ejabberd.
+    Ejabberd,
+    /// A client of the broker Mosquitto (`mqtt.url`), no XMPP link.
+    Broker,
 }
 
 /// One path through the servers.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Case {
     Mosquitto,
     GatewayMqtt,
+    BrokerMqtt,
+    Relay,
     GatewayWs,
-    Prosody,
-    GatewayMqttToXmpp,
-    GatewayXmppToMqtt,
+    GatewayMqttToWs,
+    C2s(XmppServer),
+    C2sToComponent(XmppServer),
+    ComponentToC2s(XmppServer),
+    GatewayMqttToXmpp(XmppServer),
+    GatewayXmppToMqtt(XmppServer),
 }
 
-const CASES: [Case; 6] = [
+/// In run order: each peer path just before the gateway paths compared with it.
+const CASES: [Case; 16] = [
     Case::Mosquitto,
     Case::GatewayMqtt,
+    Case::BrokerMqtt,
+    Case::Relay,
     Case::GatewayWs,
-    Case::Prosody,
-    Case::GatewayMqttToXmpp,
-    Case::GatewayXmppToMqtt,
+    Case::GatewayMqttToWs,
+    Case::C2s(XmppServer::Prosody),
+    Case::C2sToComponent(XmppServer::Prosody),
+    Case::ComponentToC2s(XmppServer::Prosody),
+    Case::GatewayMqttToXmpp(XmppServer::Prosody),
+    Case::GatewayXmppToMqtt(XmppServer::Prosody),
+    Case::C2s(XmppServer::Ejabberd),
+    Case::C2sToComponent(XmppServer::Ejabberd),
+    Case::ComponentToC2s(XmppServer::Ejabberd),
+    Case::GatewayMqttToXmpp(XmppServer::Ejabberd),
+    Case::GatewayXmppToMqtt(XmppServer::Ejabberd),
 ];
 
 /// Which server process a case's CPU is read from.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum ServerId {
     Mosquitto,
-    Gateway,
-    Prosody,
+    /// Mosquitto as the gateway's external broker (its own process, password file and ACL).
+    Broker,
+    Relay,
+    Xmpp(XmppServer),
+    Gateway(GatewayId),
 }
 
 impl ServerId {
     fn name(self) -> &'static str {
         match self {
             Self::Mosquitto => "mosquitto",
-            Self::Gateway => "gateway",
-            Self::Prosody => "prosody",
+            Self::Broker => "broker",
+            Self::Relay => "relay",
+            Self::Xmpp(XmppServer::Prosody) => "prosody",
+            Self::Xmpp(XmppServer::Ejabberd) => "ejabberd",
+            Self::Gateway(_) => "gateway",
+        }
+    }
+
+    /// The servers it cannot run without.
+    fn needs(self) -> Option<Self> {
+        match self {
+            Self::Gateway(GatewayId::Prosody) => Some(Self::Xmpp(XmppServer::Prosody)),
+            Self::Gateway(GatewayId::Ejabberd) => Some(Self::Xmpp(XmppServer::Ejabberd)),
+            Self::Gateway(GatewayId::Broker) => Some(Self::Broker),
+            _ => None,
         }
     }
 }
@@ -167,10 +248,16 @@ impl ServerId {
 enum Senders {
     /// Plain MQTT clients of Mosquitto.
     Mosquitto,
-    /// Gateway users on the embedded MQTT endpoint.
-    Gateway,
-    /// XMPP accounts on Prosody.
-    Xmpp,
+    /// Gateway users over MQTT: on the embedded endpoint, or on the broker for `GatewayId::Broker`.
+    GatewayMqtt(GatewayId),
+    /// Gateway users over WebSocket.
+    GatewayWs,
+    /// WebSocket clients of the bare relay.
+    Relay,
+    /// XMPP accounts.
+    Xmpp(XmppServer),
+    /// The bare component (one connection, one local part per sender).
+    Component(XmppServer),
 }
 
 /// The receiving side of a case.
@@ -179,53 +266,103 @@ enum Receiving {
     /// A subscriber on Mosquitto.
     Mosquitto,
     /// Gateway user `rcv` over MQTT (`im/rcv/in`).
-    GatewayMqtt,
+    GatewayMqtt(GatewayId),
     /// Gateway user `wsrcv` over WebSocket.
     GatewayWs,
-    /// XMPP account `xrcv@localhost` on Prosody.
-    Xmpp,
+    /// The bare relay's listener.
+    Relay,
+    /// XMPP account `xrcv@localhost`.
+    Xmpp(XmppServer),
+    /// `bench@component.localhost` on the bare component.
+    Component(XmppServer),
+}
+
+/// What a gateway path must reach, relative to its peer path's median saturation rate.
+#[derive(Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    /// Reported, no target.
+    Report,
 }
 
 impl Case {
     fn label(self) -> &'static str {
+        use XmppServer::{Ejabberd, Prosody};
         match self {
             Self::Mosquitto => "mosquitto pub->sub",
-            Self::GatewayMqtt => "gateway MQTT->MQTT",
-            Self::GatewayWs => "gateway MQTT->WS",
-            Self::Prosody => "prosody c2s->c2s",
-            Self::GatewayMqttToXmpp => "gateway MQTT->XMPP",
-            Self::GatewayXmppToMqtt => "gateway XMPP->MQTT",
+            Self::GatewayMqtt => "gateway MQTT->MQTT (embedded)",
+            Self::BrokerMqtt => "gateway MQTT->MQTT (mosquitto broker)",
+            Self::Relay => "relay WS->WS",
+            Self::GatewayWs => "gateway WS->WS",
+            Self::GatewayMqttToWs => "gateway MQTT->WS",
+            Self::C2s(Prosody) => "prosody c2s->c2s",
+            Self::C2s(Ejabberd) => "ejabberd c2s->c2s",
+            Self::C2sToComponent(Prosody) => "prosody c2s->component",
+            Self::C2sToComponent(Ejabberd) => "ejabberd c2s->component",
+            Self::ComponentToC2s(Prosody) => "prosody component->c2s",
+            Self::ComponentToC2s(Ejabberd) => "ejabberd component->c2s",
+            Self::GatewayMqttToXmpp(Prosody) => "gateway MQTT->XMPP (prosody)",
+            Self::GatewayMqttToXmpp(Ejabberd) => "gateway MQTT->XMPP (ejabberd)",
+            Self::GatewayXmppToMqtt(Prosody) => "gateway XMPP->MQTT (prosody)",
+            Self::GatewayXmppToMqtt(Ejabberd) => "gateway XMPP->MQTT (ejabberd)",
         }
     }
 
     fn senders(self) -> Senders {
         match self {
             Self::Mosquitto => Senders::Mosquitto,
-            Self::GatewayMqtt | Self::GatewayWs | Self::GatewayMqttToXmpp => Senders::Gateway,
-            Self::Prosody | Self::GatewayXmppToMqtt => Senders::Xmpp,
+            Self::GatewayMqtt | Self::GatewayMqttToWs => Senders::GatewayMqtt(GatewayId::Prosody),
+            Self::BrokerMqtt => Senders::GatewayMqtt(GatewayId::Broker),
+            Self::GatewayMqttToXmpp(server) => Senders::GatewayMqtt(server.gateway()),
+            Self::Relay => Senders::Relay,
+            Self::GatewayWs => Senders::GatewayWs,
+            Self::C2s(server) | Self::C2sToComponent(server) | Self::GatewayXmppToMqtt(server) => Senders::Xmpp(server),
+            Self::ComponentToC2s(server) => Senders::Component(server),
         }
     }
 
     fn receiving(self) -> Receiving {
         match self {
             Self::Mosquitto => Receiving::Mosquitto,
-            Self::GatewayMqtt | Self::GatewayXmppToMqtt => Receiving::GatewayMqtt,
-            Self::GatewayWs => Receiving::GatewayWs,
-            Self::Prosody | Self::GatewayMqttToXmpp => Receiving::Xmpp,
+            Self::GatewayMqtt => Receiving::GatewayMqtt(GatewayId::Prosody),
+            Self::BrokerMqtt => Receiving::GatewayMqtt(GatewayId::Broker),
+            Self::GatewayXmppToMqtt(server) => Receiving::GatewayMqtt(server.gateway()),
+            Self::Relay => Receiving::Relay,
+            Self::GatewayWs | Self::GatewayMqttToWs => Receiving::GatewayWs,
+            Self::C2s(server) | Self::ComponentToC2s(server) | Self::GatewayMqttToXmpp(server) => Receiving::Xmpp(server),
+            Self::C2sToComponent(server) => Receiving::Component(server),
         }
     }
 
-    fn servers(self) -> &'static [ServerId] {
+    /// The server processes the messages cross, whose CPU is the case's.
+    fn servers(self) -> Vec<ServerId> {
         match self {
-            Self::Mosquitto => &[ServerId::Mosquitto],
-            Self::GatewayMqtt | Self::GatewayWs => &[ServerId::Gateway],
-            Self::Prosody => &[ServerId::Prosody],
-            Self::GatewayMqttToXmpp | Self::GatewayXmppToMqtt => &[ServerId::Gateway, ServerId::Prosody],
+            Self::Mosquitto => vec![ServerId::Mosquitto],
+            Self::Relay => vec![ServerId::Relay],
+            Self::GatewayMqtt | Self::GatewayWs | Self::GatewayMqttToWs => vec![ServerId::Gateway(GatewayId::Prosody)],
+            Self::BrokerMqtt => vec![ServerId::Gateway(GatewayId::Broker), ServerId::Broker],
+            Self::C2s(server) | Self::C2sToComponent(server) | Self::ComponentToC2s(server) => vec![ServerId::Xmpp(server)],
+            Self::GatewayMqttToXmpp(server) | Self::GatewayXmppToMqtt(server) => {
+                vec![ServerId::Gateway(server.gateway()), ServerId::Xmpp(server)]
+            }
+        }
+    }
+
+    /// For a gateway path: the peer path it is compared with, and its target.
+    fn peer(self) -> Option<(Self, Target)> {
+        match self {
+            Self::GatewayMqtt => Some((Self::Mosquitto, Target::AtLeast(1.0))),
+            Self::BrokerMqtt => Some((Self::Mosquitto, Target::Report)),
+            Self::GatewayWs => Some((Self::Relay, Target::AtLeast(0.5))),
+            Self::GatewayMqttToWs => Some((Self::Relay, Target::Report)),
+            Self::GatewayMqttToXmpp(server) => Some((Self::ComponentToC2s(server), Target::AtLeast(0.9))),
+            Self::GatewayXmppToMqtt(server) => Some((Self::C2sToComponent(server), Target::AtLeast(0.9))),
+            _ => None,
         }
     }
 }
 
-/// The XMPP receiver account and the XMPP senders' accounts on Prosody.
+/// The XMPP receiver account and the XMPP senders' accounts, on Prosody and on ejabberd.
 const XMPP_RECEIVER: &str = "xrcv";
 
 fn xmpp_sender(k: usize) -> String {
@@ -235,9 +372,21 @@ fn xmpp_sender(k: usize) -> String {
 /// Tells one case's messages from another's.
 static CASE_TAG: AtomicU64 = AtomicU64::new(0);
 
+/// Which load a row was measured at.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Load {
+    Saturation,
+    /// Paced at half the path's own median saturation rate.
+    Half,
+    /// Paced at a quarter of the peer path's median saturation rate (a gateway path and its peer
+    /// at the same rate).
+    PeerQuarter,
+}
+
 struct Row {
     case: &'static str,
     load: String,
+    kind: Load,
     round: usize,
     messages: usize,
     sent: usize,
@@ -258,10 +407,11 @@ struct Row {
 }
 
 impl Row {
-    fn failed(case: &'static str, load: String, round: usize, problem: String) -> Self {
+    fn failed(case: &'static str, load: String, kind: Load, round: usize, problem: String) -> Self {
         Self {
             case,
             load,
+            kind,
             round,
             messages: 0,
             sent: 0,
@@ -288,13 +438,8 @@ impl Row {
 
 struct Env<'a> {
     cli: &'a Cli,
-    mosquitto: &'a Server,
-    mosquitto_port: u16,
-    gateway: &'a Gateway,
-    mqtt_port: u16,
-    http_port: u16,
-    prosody: &'a Prosody,
-    tokens: std::collections::HashMap<String, String>,
+    servers: &'a Servers,
+    tokens: HashMap<String, String>,
 }
 
 impl Env<'_> {
@@ -302,17 +447,33 @@ impl Env<'_> {
         self.tokens.get(user).map(String::as_str).with_context(|| format!("no token for {user}"))
     }
 
-    fn server(&self, id: ServerId) -> &Server {
-        match id {
-            ServerId::Mosquitto => self.mosquitto,
-            ServerId::Gateway => &self.gateway.server,
-            ServerId::Prosody => &self.prosody.server,
-        }
+    /// How gateway user `user` logs in over MQTT to gateway `id`: (port, password, presence
+    /// topic). On the broker, with her broker password and a retained presence; on the embedded
+    /// endpoint, with her JWT.
+    fn mqtt_login(&self, id: GatewayId, user: &str) -> anyhow::Result<(u16, String, Option<String>)> {
+        let process = self.servers.gateway(id)?;
+        Ok(match id {
+            GatewayId::Broker => (process.mqtt_port, xmpp_password(user), Some(format!("im/{user}/presence"))),
+            GatewayId::Prosody | GatewayId::Ejabberd => (process.mqtt_port, self.token(user)?.to_owned(), None),
+        })
+    }
+
+    fn ws_url(&self, user: &str) -> anyhow::Result<String> {
+        let process = self.servers.gateway(GatewayId::Prosody)?;
+        Ok(format!("ws://127.0.0.1:{}/ws?token={}", process.http_port, self.token(user)?))
+    }
+
+    fn relay_url(&self, path: &str) -> anyhow::Result<String> {
+        let (_, port) = self.servers.relay.as_ref().context("relay not started")?;
+        Ok(format!("ws://127.0.0.1:{port}{path}"))
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Relay { port }) = cli.command {
+        return relay::serve(port);
+    }
     if cli.senders == 0 || cli.messages < cli.senders || cli.window == 0 {
         bail!("--senders and --window must be positive and --messages at least --senders");
     }
@@ -421,83 +582,58 @@ async fn run(cli: &Cli, gateway_binary: &Path, fakes_runtime: &tokio::runtime::H
     Ok(())
 }
 
-/// The message paths: Mosquitto, Prosody and a gateway joined to Prosody, every case of `paths`
-/// `--rounds` times, then the tables. Returns (failed runs, runs).
+/// The message paths: the servers the selected cases need, every case of `paths` `--rounds` times
+/// at saturation, then paced (at half its own rate, and a gateway path and its peer at a quarter of
+/// the peer's rate), then the tables. Returns (failed runs, runs).
 async fn run_paths(cli: &Cli, gateway_binary: &Path, dir: &Path, paths: &[Case]) -> anyhow::Result<(usize, usize)> {
-    let mosquitto_dir = dir.join("mosquitto");
-    let prosody_dir = dir.join("prosody");
-    let gateway_dir = dir.join("gateway");
-    std::fs::create_dir_all(&mosquitto_dir)?;
-    std::fs::create_dir_all(&prosody_dir)?;
-    std::fs::create_dir_all(&gateway_dir)?;
-
-    let mut ports = Ports::default();
-    let (mosquitto_port, mqtt_port, http_port) = (ports.free()?, ports.free()?, ports.free()?);
-    let (c2s_port, component_port) = (ports.free()?, ports.free()?);
-    eprintln!("starting mosquitto on 127.0.0.1:{mosquitto_port}");
-    let mut mosquitto = servers::start_mosquitto(&cli.mosquitto, &mosquitto_dir, mosquitto_port)?;
-    eprintln!("starting prosody (c2s 127.0.0.1:{c2s_port}, component 127.0.0.1:{component_port})");
+    let wanted: HashSet<ServerId> = paths.iter().flat_map(|path| path.servers()).collect();
     let accounts: Vec<String> =
         std::iter::once(XMPP_RECEIVER.to_owned()).chain((0..cli.senders).map(xmpp_sender)).collect();
-    let mut prosody = servers::start_prosody(&cli.prosody, &prosody_dir, c2s_port, component_port, &accounts)?;
-    eprintln!("starting {} (mqtt 127.0.0.1:{mqtt_port}, http 127.0.0.1:{http_port})", gateway_binary.display());
-    let mut gateway =
-        servers::start_gateway(gateway_binary, &gateway_dir, http_port, mqtt_port, prosody.component_port)?;
-
-    let mut tokens = std::collections::HashMap::new();
-    for user in ["rcv", "wsrcv"].into_iter().map(str::to_owned).chain((0..cli.senders).map(|k| format!("snd{k}"))) {
-        let token = gateway.token(&user)?;
-        tokens.insert(user, token);
+    let users: Vec<String> =
+        ["rcv", "wsrcv"].into_iter().map(str::to_owned).chain((0..cli.senders).map(|k| format!("snd{k}"))).collect();
+    let servers = Servers::start(cli, gateway_binary, dir, &wanted, &accounts, &users)?;
+    let mut tokens = HashMap::new();
+    // Any gateway signs the same tokens (one JWT secret); the broker's users log in with passwords.
+    if let Some(process) = servers.gateways.get(&GatewayId::Prosody).or_else(|| servers.gateways.get(&GatewayId::Ejabberd)) {
+        for user in &users {
+            tokens.insert(user.clone(), process.gateway.token(user)?);
+        }
     }
-    let env = Env {
-        cli,
-        mosquitto: &mosquitto,
-        mosquitto_port,
-        gateway: &gateway,
-        mqtt_port,
-        http_port,
-        prosody: &prosody,
-        tokens,
-    };
+    let env = Env { cli, servers: &servers, tokens };
 
     // Rounds are interleaved (every path once, then again), so a noisy minute hits all paths alike.
     let mut rows = Vec::new();
     for round in 1..=cli.rounds {
         for &path in paths {
-            let row = run_case(&env, path, Pace::Closed, 0.0, cli.messages, round).await;
+            let row = run_case(&env, path, Pace::Closed, Load::Saturation, 0.0, cli.messages, round).await;
             eprintln!("{}", summary(&row));
             rows.push(row);
         }
     }
-    // Paced at half the median saturation rate of the same path.
-    let mut saturation = std::collections::HashMap::new();
-    let mut paced_rates = Vec::new();
-    for &path in paths {
-        let rates: Vec<f64> =
-            rows.iter().filter(|row| row.case == path.label() && row.received > 0).map(|row| row.rate).collect();
-        let rate = median(&rates);
-        saturation.insert(path.label(), rate);
-        paced_rates.push((path, rate.map(|rate| (rate / 2.0).round())));
-    }
-    // And, for latencies compared at equal load, every path at the same fixed rate.
-    if cli.fixed_rate >= 1.0 {
-        paced_rates.extend(paths.iter().map(|&path| (path, Some(cli.fixed_rate))));
-    }
+    let saturation: HashMap<Case, Option<f64>> = paths
+        .iter()
+        .map(|&path| {
+            let rates: Vec<f64> =
+                rows.iter().filter(|row| row.case == path.label() && row.received > 0).map(|row| row.rate).collect();
+            (path, median(&rates))
+        })
+        .collect();
+    let paced = paced_plan(paths, &saturation);
     for round in 1..=cli.rounds {
-        for &(path, rate) in &paced_rates {
+        for &(path, kind, rate) in &paced {
             let row = match rate {
                 Some(rate) if rate >= 1.0 => {
                     // A path that cannot carry the paced rate drains at its saturation rate: plan
                     // (count, deadline) with the lower of the two.
-                    let carried =
-                        saturation.get(path.label()).copied().flatten().map_or(rate, |max| max.min(rate)).max(1.0);
+                    let carried = saturation.get(&path).copied().flatten().map_or(rate, |max| max.min(rate)).max(1.0);
                     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
                     let count = cli.paced_messages.min((carried * cli.paced_max_secs as f64) as usize).max(cli.senders);
                     let pace = Pace::Rate { rate, senders: cli.senders };
-                    run_case(&env, path, pace, carried, count, round).await
+                    run_case(&env, path, pace, kind, carried, count, round).await
                 }
                 _ => {
-                    Row::failed(path.label(), "paced".into(), round, "not run: no saturation rate was measured".into())
+                    let load = if kind == Load::PeerQuarter { "quarter-peer" } else { "paced" };
+                    Row::failed(path.label(), load.into(), kind, round, "not run: no saturation rate was measured".into())
                 }
             };
             eprintln!("{}", summary(&row));
@@ -505,26 +641,18 @@ async fn run_paths(cli: &Cli, gateway_binary: &Path, dir: &Path, paths: &[Case])
         }
     }
 
-    let gateway_alive = gateway.server.pid().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-    let prosody_alive = prosody.server.pid().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-    // The gateway first: it is a component of Prosody.
-    let gateway_clean = gateway.server.stop();
-    let prosody_clean = prosody.server.stop();
-    let mosquitto_clean = mosquitto.stop();
-    print_table(cli, &rows);
-    if !gateway_alive {
-        println!("\nThe gateway process was gone at the end of the run; log:\n{}", gateway.server.log_tail());
-    }
-    if !prosody_alive {
-        println!("\nThe Prosody process was gone at the end of the run; log:\n{}", prosody.server.log_tail());
-    }
-    if !gateway_clean || !prosody_clean || !mosquitto_clean {
-        eprintln!(
-            "note: a server needed SIGKILL (gateway clean: {gateway_clean}, prosody clean: {prosody_clean}, \
-             mosquitto clean: {mosquitto_clean})"
-        );
-    }
+    let gone = servers.gone();
     let failures: Vec<&Row> = rows.iter().filter(|row| !row.ok()).collect();
+    let tails = if failures.is_empty() { Vec::new() } else { servers.log_tails() };
+    let killed = servers.stop();
+    print_table(cli, &rows);
+    compare::print(paths, &rows);
+    for (name, tail) in &gone {
+        println!("\nThe {name} process was gone at the end of the run; log:\n{tail}");
+    }
+    if !killed.is_empty() {
+        eprintln!("note: needed SIGKILL: {}", killed.join(", "));
+    }
     if !failures.is_empty() {
         println!("\nProblems:");
         for row in &failures {
@@ -532,10 +660,32 @@ async fn run_paths(cli: &Cli, gateway_binary: &Path, dir: &Path, paths: &[Case])
                 println!("- {} ({}): {problem}", row.case, row.load);
             }
         }
-        eprintln!("gateway log tail:\n{}", gateway.server.log_tail());
-        eprintln!("prosody log tail:\n{}", prosody.server.log_tail());
+        for (name, tail) in &tails {
+            eprintln!("{name} log tail:\n{tail}");
+        }
     }
     Ok((failures.len(), rows.len()))
+}
+
+/// The paced runs of a round, in order: every path at half its median saturation rate; then each
+/// gateway path and its peer path (once, if it serves several) at a quarter of the peer's.
+fn paced_plan(paths: &[Case], saturation: &HashMap<Case, Option<f64>>) -> Vec<(Case, Load, Option<f64>)> {
+    let rate_of = |path: &Case| saturation.get(path).copied().flatten();
+    let mut plan: Vec<(Case, Load, Option<f64>)> =
+        paths.iter().map(|&path| (path, Load::Half, rate_of(&path).map(|rate| (rate / 2.0).round()))).collect();
+    for &path in paths {
+        let Some((peer, _)) = path.peer() else { continue };
+        if !paths.contains(&peer) {
+            continue;
+        }
+        let quarter = rate_of(&peer).map(|rate| (rate / 4.0).round());
+        for case in [peer, path] {
+            if !plan.iter().any(|&(other, kind, _)| other == case && kind == Load::PeerQuarter) {
+                plan.push((case, Load::PeerQuarter, quarter));
+            }
+        }
+    }
+    plan
 }
 
 fn summary(row: &Row) -> String {
@@ -556,15 +706,16 @@ fn summary(row: &Row) -> String {
 
 /// `carried`: for a paced case, the rate at which the path is expected to drain (the paced rate,
 /// or its saturation rate if lower), which sets the deadline.
-async fn run_case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize, round: usize) -> Row {
-    let load = match pace {
-        Pace::Closed => "saturation".to_owned(),
-        Pace::Rate { rate, .. } => format!("paced {rate:.0}/s"),
+async fn run_case(env: &Env<'_>, path: Case, pace: Pace, kind: Load, carried: f64, count: usize, round: usize) -> Row {
+    let load = match (pace, kind) {
+        (Pace::Closed, _) => "saturation".to_owned(),
+        (Pace::Rate { rate, .. }, Load::PeerQuarter) => format!("quarter-peer {rate:.0}/s"),
+        (Pace::Rate { rate, .. }, _) => format!("paced {rate:.0}/s"),
     };
     eprintln!("round {round}: {} {load}: {count} messages", path.label());
     match case(env, path, pace, carried, count, load.clone()).await {
-        Ok(row) => Row { round, ..row },
-        Err(error) => Row { messages: count, ..Row::failed(path.label(), load, round, format!("{error:#}")) },
+        Ok(row) => Row { round, kind, ..row },
+        Err(error) => Row { messages: count, ..Row::failed(path.label(), load, kind, round, format!("{error:#}")) },
     }
 }
 
@@ -573,6 +724,7 @@ enum ReceiverConn {
     Mqtt(MqttConn),
     Ws(WsConn),
     Xmpp(XmppConn),
+    Component(ComponentConn),
 }
 
 impl ReceiverConn {
@@ -581,6 +733,7 @@ impl ReceiverConn {
             Self::Mqtt(conn) => conn.failure(),
             Self::Ws(conn) => conn.failure(),
             Self::Xmpp(conn) => conn.failure(),
+            Self::Component(conn) => conn.failure(),
         }
     }
 
@@ -589,6 +742,7 @@ impl ReceiverConn {
             Self::Mqtt(conn) => conn.close().await,
             Self::Ws(conn) => conn.close().await,
             Self::Xmpp(conn) => conn.close().await,
+            Self::Component(conn) => conn.close().await,
         }
     }
 }
@@ -596,21 +750,28 @@ impl ReceiverConn {
 /// A sender's connection.
 enum SenderConn {
     Mqtt(MqttConn),
+    Ws(WsConn),
     Xmpp(XmppConn),
+    /// The bare component's one connection, shared by every sender (closed apart).
+    Shared,
 }
 
 impl SenderConn {
     fn failure(&self) -> Option<String> {
         match self {
             Self::Mqtt(conn) => conn.failure(),
+            Self::Ws(conn) => conn.failure(),
             Self::Xmpp(conn) => conn.failure(),
+            Self::Shared => None,
         }
     }
 
     async fn close(self) {
         match self {
             Self::Mqtt(conn) => conn.close().await,
+            Self::Ws(conn) => conn.close().await,
             Self::Xmpp(conn) => conn.close().await,
+            Self::Shared => {}
         }
     }
 }
@@ -623,6 +784,7 @@ struct Sender {
 
 async fn case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize, load: String) -> anyhow::Result<Row> {
     let cli = env.cli;
+    let servers = env.servers;
     let senders = cli.senders;
     let counts: Vec<usize> = (0..senders).map(|k| count / senders + usize::from(k < count % senders)).collect();
     let tag = CASE_TAG.fetch_add(1, Ordering::Relaxed) + 1;
@@ -634,81 +796,129 @@ async fn case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize,
     // `to` is how the senders address the receiver (a gateway frame's `to`, or a JID).
     let (to, receiver) = match path.receiving() {
         Receiving::Mosquitto => {
+            let (_, port) = servers.mosquitto.as_ref().context("mosquitto not started")?;
             let spec = MqttSpec {
-                port: env.mosquitto_port,
+                port: *port,
                 client_id: format!("bench-sub-{run_id}"),
                 credentials: None,
                 subscribe: Some(format!("bench/{run_id}/#")),
+                presence: None,
             };
             ("sub".to_owned(), ReceiverConn::Mqtt(MqttConn::receiver(spec, recorder.clone()).await?))
         }
-        Receiving::GatewayMqtt => {
+        Receiving::GatewayMqtt(id) => {
+            let (port, password, presence) = env.mqtt_login(id, "rcv")?;
             let spec = MqttSpec {
-                port: env.mqtt_port,
+                port,
                 client_id: format!("bench-rcv-{run_id}"),
-                credentials: Some(("rcv", env.token("rcv")?)),
+                credentials: Some(("rcv", &password)),
                 subscribe: Some("im/rcv/in".into()),
+                presence,
             };
             let conn = MqttConn::receiver(spec, recorder.clone()).await?;
-            let to = if path.senders() == Senders::Xmpp { format!("rcv@{COMPONENT_DOMAIN}") } else { "rcv".to_owned() };
+            let to = if matches!(path.senders(), Senders::Xmpp(_)) {
+                format!("rcv@{COMPONENT_DOMAIN}")
+            } else {
+                "rcv".to_owned()
+            };
             (to, ReceiverConn::Mqtt(conn))
         }
         Receiving::GatewayWs => {
-            let conn = WsConn::receiver(env.http_port, env.token("wsrcv")?, recorder.clone()).await?;
+            let conn = WsConn::receiver(&env.ws_url("wsrcv")?, recorder.clone()).await?;
             ("wsrcv".to_owned(), ReceiverConn::Ws(conn))
         }
-        Receiving::Xmpp => {
+        Receiving::Relay => {
+            let conn = WsConn::receiver(&env.relay_url("/listen")?, recorder.clone()).await?;
+            ("listener".to_owned(), ReceiverConn::Ws(conn))
+        }
+        Receiving::Xmpp(server) => {
             let jid = format!("{XMPP_RECEIVER}@{XMPP_HOST}");
             let role = Role::Receiver(recorder.clone());
-            let conn = XmppConn::connect(env.prosody.c2s_port, &jid, &xmpp_password(XMPP_RECEIVER), role).await?;
+            let conn = XmppConn::connect(servers.c2s_port(server)?, &jid, &xmpp_password(XMPP_RECEIVER), role).await?;
             (jid, ReceiverConn::Xmpp(conn))
+        }
+        Receiving::Component(server) => {
+            let role = component::Role::Receiver(recorder.clone());
+            let conn = ComponentConn::connect(servers.component_port(server)?, role).await?;
+            (component::receiver_jid(), ReceiverConn::Component(conn))
         }
     };
     let mut receiver = Some(receiver);
 
     let ack_kind = match path.senders() {
         Senders::Mosquitto => AckKind::PubAck,
-        Senders::Gateway => AckKind::Frame,
-        Senders::Xmpp => AckKind::Receiver,
+        Senders::GatewayMqtt(_) | Senders::GatewayWs => AckKind::Frame,
+        Senders::Relay | Senders::Xmpp(_) | Senders::Component(_) => AckKind::Receiver,
+    };
+    let states: Vec<Arc<SenderState>> = counts
+        .iter()
+        .map(|&n| {
+            let state = SenderState::new(ack_kind, cli.window);
+            state.expected_acks.store(n + 1, Ordering::Relaxed);
+            state
+        })
+        .collect();
+    let shared = match path.senders() {
+        Senders::Component(server) => {
+            let role = component::Role::Senders(states.clone());
+            Some(ComponentConn::connect(servers.component_port(server)?, role).await?)
+        }
+        _ => None,
     };
     let mut senders_conns: Vec<Sender> = Vec::with_capacity(senders);
-    for (k, &n) in counts.iter().enumerate() {
-        let state = SenderState::new(ack_kind, cli.window);
-        state.expected_acks.store(n + 1, Ordering::Relaxed);
+    for (k, state) in states.into_iter().enumerate() {
         let sender = match path.senders() {
             Senders::Mosquitto => {
+                let (_, port) = servers.mosquitto.as_ref().context("mosquitto not started")?;
                 let spec = MqttSpec {
-                    port: env.mosquitto_port,
+                    port: *port,
                     client_id: format!("bench-pub{k}-{run_id}"),
                     credentials: None,
                     subscribe: None,
+                    presence: None,
                 };
                 let conn = MqttConn::sender(spec, state.clone()).await?;
                 let outlet =
                     Outlet::Mqtt { client: conn.client.clone(), topic: format!("bench/{run_id}/p{k}"), to: to.clone() };
                 Sender { conn: SenderConn::Mqtt(conn), state, outlet }
             }
-            Senders::Gateway => {
-                // Username is the user, password her JWT; her own `in` topic carries the acks.
+            Senders::GatewayMqtt(id) => {
+                // Her own `in` topic carries the acks.
                 let user = format!("snd{k}");
+                let (port, password, presence) = env.mqtt_login(id, &user)?;
                 let spec = MqttSpec {
-                    port: env.mqtt_port,
+                    port,
                     client_id: format!("bench-{user}-{run_id}"),
-                    credentials: Some((&user, env.token(&user)?)),
+                    credentials: Some((&user, &password)),
                     subscribe: Some(format!("im/{user}/in")),
+                    presence,
                 };
                 let conn = MqttConn::sender(spec, state.clone()).await?;
                 let outlet =
                     Outlet::Mqtt { client: conn.client.clone(), topic: format!("im/{user}/out"), to: to.clone() };
                 Sender { conn: SenderConn::Mqtt(conn), state, outlet }
             }
-            Senders::Xmpp => {
+            Senders::GatewayWs | Senders::Relay => {
+                let url = if path.senders() == Senders::Relay {
+                    env.relay_url("/send")?
+                } else {
+                    env.ws_url(&format!("snd{k}"))?
+                };
+                let conn = WsConn::sender(&url, state.clone()).await?;
+                let outlet = Outlet::Ws { queue: conn.queue()?, to: to.clone() };
+                Sender { conn: SenderConn::Ws(conn), state, outlet }
+            }
+            Senders::Xmpp(server) => {
                 let account = xmpp_sender(k);
                 let jid = format!("{account}@{XMPP_HOST}");
                 let role = Role::Sender(state.clone());
-                let conn = XmppConn::connect(env.prosody.c2s_port, &jid, &xmpp_password(&account), role).await?;
+                let conn = XmppConn::connect(servers.c2s_port(server)?, &jid, &xmpp_password(&account), role).await?;
                 let outlet = conn.outlet(&Jid::new(&to).with_context(|| format!("bad JID {to}"))?)?;
                 Sender { conn: SenderConn::Xmpp(conn), state, outlet }
+            }
+            Senders::Component(_) => {
+                let queue = shared.as_ref().context("no component connection")?.queue()?;
+                Sender { conn: SenderConn::Shared, state, outlet: Outlet::Component { queue, to: to.clone() } }
             }
         };
         senders_conns.push(sender);
@@ -739,11 +949,12 @@ async fn case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize,
             detail.extend(load_errors(&sender.state));
         }
         detail.extend(receiver.as_ref().and_then(ReceiverConn::failure));
+        detail.extend(shared.as_ref().and_then(ComponentConn::failure));
         detail.extend(recorder.report().errors);
         bail!("warm-up messages did not all arrive within {SETUP_WAIT:?} {detail:?}");
     }
 
-    let cpu_before: Vec<Option<f64>> = path.servers().iter().map(|&id| env.server(id).cpu_seconds()).collect();
+    let cpu_before: Vec<Option<f64>> = path.servers().iter().map(|&id| servers.server(id).and_then(Server::cpu_seconds)).collect();
     let client_cpu_before = servers::proc_cpu_seconds("/proc/self/stat");
     let start = tokio::time::Instant::now();
     let start_ns = now_ns();
@@ -789,7 +1000,7 @@ async fn case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize,
     // Whatever has not arrived by the deadline counts as lost.
     let _ = tokio::time::timeout_at(deadline, recorder.all_received.notified()).await;
     let measured_end_ns = now_ns();
-    let cpu_after: Vec<Option<f64>> = path.servers().iter().map(|&id| env.server(id).cpu_seconds()).collect();
+    let cpu_after: Vec<Option<f64>> = path.servers().iter().map(|&id| servers.server(id).and_then(Server::cpu_seconds)).collect();
     let client_cpu_after = servers::proc_cpu_seconds("/proc/self/stat");
     // Senders with acks should also get every ack (gateway) / PUBACK (Mosquitto); a little grace for the last ones.
     if ack_kind != AckKind::Receiver {
@@ -826,6 +1037,9 @@ async fn case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize,
     }
     if let Some(failure) = receiver.as_ref().and_then(ReceiverConn::failure) {
         problems.push(format!("receiver connection: {failure}"));
+    }
+    if let Some(failure) = shared.as_ref().and_then(ComponentConn::failure) {
+        problems.push(format!("component connection: {failure}"));
     }
     for code in &report.errors {
         problems.push(format!("receiver got error {code}"));
@@ -871,6 +1085,8 @@ async fn case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize,
     let row = Row {
         case: path.label(),
         load,
+        // Set by `run_case`.
+        kind: Load::Saturation,
         round: 0,
         messages: count,
         sent,
@@ -892,6 +1108,9 @@ async fn case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize,
     for Sender { conn, state, outlet } in senders_conns {
         // The outlet holds the XMPP connection's queue open: drop it first.
         drop((outlet, state));
+        conn.close().await;
+    }
+    if let Some(conn) = shared {
         conn.close().await;
     }
     if let Some(conn) = receiver.take() {

@@ -672,6 +672,7 @@ async fn run_case(env: &Env<'_>, case: PushCase, users: &UserSet, round: usize) 
         client_id: format!("bench-push-{}", now_ns()),
         credentials: Some((SENDER, env.sender_token.as_str())),
         subscribe: Some(format!("im/{SENDER}/in")),
+        presence: None,
     };
     let conn = MqttConn::sender(spec, state.clone()).await?;
 

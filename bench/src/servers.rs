@@ -1,6 +1,7 @@
-//! The servers under test (Mosquitto, Prosody, the gateway joined to Prosody as a component),
+//! The servers under test (Mosquitto, Prosody, Mosquitto as the gateway's broker, the gateway),
 //! each started as a child process in its own temporary directory on free loopback ports, and
-//! stopped (SIGTERM, then SIGKILL after a grace period) at the end.
+//! stopped (SIGTERM, then SIGKILL after a grace period) at the end. ejabberd, which is stopped
+//! differently, is in `ejabberd.rs`.
 
 use std::collections::HashSet;
 use std::fs;
@@ -11,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::component::{BARE_DOMAIN, BARE_SECRET};
 
 /// Ports that are taken on the benchmark machines and must never be used.
 const RESERVED_PORTS: [u16; 2] = [1883, 8080];
@@ -37,21 +40,46 @@ impl Ports {
 pub struct Server {
     pub name: &'static str,
     child: Option<Child>,
+    /// The process that does the work, when it is not `child` itself (ejabberd's launcher is a
+    /// shell whose child is the Erlang VM).
+    worker: Option<u32>,
     pub log: PathBuf,
 }
 
 impl Server {
+    pub fn new(name: &'static str, child: Child, log: PathBuf) -> Self {
+        Self { name, child: Some(child), worker: None, log }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
-    /// CPU time (user + system) the process has used so far, in seconds.
+    pub fn set_worker(&mut self, pid: u32) {
+        self.worker = Some(pid);
+    }
+
+    pub fn worker(&self) -> Option<u32> {
+        self.worker
+    }
+
+    /// Whether the process that does the work still runs (and is not a zombie).
+    pub fn alive(&self) -> bool {
+        self.worker.or_else(|| self.pid()).is_some_and(alive)
+    }
+
+    /// CPU time (user + system) the process that does the work has used so far, in seconds.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        proc_cpu_seconds(&format!("/proc/{}/stat", self.pid()?))
+        proc_cpu_seconds(&format!("/proc/{}/stat", self.worker.or_else(|| self.pid())?))
+    }
+
+    /// Whether the launched process has exited (its status is collected).
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|child| matches!(child.try_wait(), Ok(Some(_))))
     }
 
     /// Waits until `address` accepts TCP connections, failing early if the process exits.
-    fn wait_for_port(&mut self, address: SocketAddr, within: Duration) -> anyhow::Result<()> {
+    pub fn wait_for_port(&mut self, address: SocketAddr, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(child) = self.child.as_mut()
@@ -105,6 +133,14 @@ impl Drop for Server {
     }
 }
 
+/// Running, and not a zombie waiting to be reaped.
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 /// User + system CPU time from a `/proc/<pid>/stat` file, in seconds.
 pub fn proc_cpu_seconds(stat_path: &str) -> Option<f64> {
     let stat = fs::read_to_string(stat_path).ok()?;
@@ -117,7 +153,7 @@ pub fn proc_cpu_seconds(stat_path: &str) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0").unwrap_or(false)
 }
 
@@ -125,15 +161,60 @@ fn is_root() -> bool {
 /// persistence, and a queue deep enough that a subscriber falling behind loses nothing.
 pub fn start_mosquitto(binary: &Path, dir: &Path, port: u16) -> anyhow::Result<Server> {
     let log = dir.join("mosquitto.log");
+    let config = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n\
+         log_dest file {}\nlog_type error\nlog_type warning\n",
+        log.display()
+    );
+    spawn_mosquitto(binary, dir, port, &config, "mosquitto", log)
+}
+
+/// Mosquitto as the gateway's external broker, configured as docs/mosquitto.md says: password
+/// file (`users`: name and password, the gateway's account among them), the documented ACL,
+/// persistence; otherwise as `start_mosquitto`, so that the two differ only by what the gateway
+/// needs.
+pub fn start_broker(binary: &Path, dir: &Path, port: u16, users: &[(String, String)]) -> anyhow::Result<Server> {
+    let passwd = dir.join("passwd");
+    fs::write(&passwd, "")?;
+    let mosquitto_passwd = binary.with_file_name("mosquitto_passwd");
+    // Debian puts the broker in /usr/sbin and mosquitto_passwd in /usr/bin.
+    let mosquitto_passwd = if mosquitto_passwd.is_file() { mosquitto_passwd } else { PathBuf::from("mosquitto_passwd") };
+    for (user, password) in users {
+        let out = Command::new(&mosquitto_passwd)
+            .arg("-b")
+            .arg(&passwd)
+            .args([user, password])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", mosquitto_passwd.display()))?;
+        if !out.status.success() {
+            bail!("mosquitto_passwd {user} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    let acl = dir.join("acl");
+    fs::write(&acl, include_str!("../../docs/mosquitto/acl"))?;
+    let log = dir.join("mosquitto.log");
+    let config = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence true\n\
+         persistence_location {}/\nmax_queued_messages 1000000\nlog_dest file {}\nlog_type error\nlog_type warning\n",
+        passwd.display(),
+        acl.display(),
+        dir.display(),
+        log.display()
+    );
+    spawn_mosquitto(binary, dir, port, &config, "broker", log)
+}
+
+fn spawn_mosquitto(
+    binary: &Path,
+    dir: &Path,
+    port: u16,
+    config_text: &str,
+    name: &'static str,
+    log: PathBuf,
+) -> anyhow::Result<Server> {
     let config = dir.join("mosquitto.conf");
-    fs::write(
-        &config,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n\
-             log_dest file {}\nlog_type error\nlog_type warning\n",
-            log.display()
-        ),
-    )?;
+    fs::write(&config, config_text)?;
     if is_root() {
         // Started as root it drops to the `mosquitto` user before opening its log file.
         let status = Command::new("chown").args(["-R", "mosquitto:"]).arg(dir).status().context("chown")?;
@@ -150,16 +231,16 @@ pub fn start_mosquitto(binary: &Path, dir: &Path, port: u16) -> anyhow::Result<S
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
-    let mut server = Server { name: "mosquitto", child: Some(child), log };
+    let mut server = Server::new(name, child, log);
     server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(15))?;
     Ok(server)
 }
 
 /// The XMPP domain of Prosody's users.
 pub const XMPP_HOST: &str = "localhost";
-/// The gateway's component domain on Prosody: gateway user `u` is `u@gw.localhost` over XMPP.
+/// The gateway's component domain on the XMPP servers: gateway user `u` is `u@gw.localhost` over XMPP.
 pub const COMPONENT_DOMAIN: &str = "gw.localhost";
-const COMPONENT_SECRET: &str = "bench-component-secret";
+pub const COMPONENT_SECRET: &str = "bench-component-secret";
 
 pub fn xmpp_password(user: &str) -> String {
     format!("{user}-pw")
@@ -172,7 +253,7 @@ pub struct Prosody {
 }
 
 /// Prosody with a minimal configuration for measuring routing: c2s and component listeners on
-/// loopback, no TLS, the component `gw.localhost`, only the modules a chat needs (no `limits`;
+/// loopback, no TLS, the gateway's component `gw.localhost` and the bare one of `component.rs`, only the modules a chat needs (no `limits`;
 /// `offline`, which Prosody loads unless told not to, disabled: a message to an unavailable
 /// account bounces), warnings only in the log. Runs as
 /// the `prosody` user (as root it half-starts), with `users` registered beforehand.
@@ -209,6 +290,8 @@ network_settings = {{ nagle = false }}
 VirtualHost "{XMPP_HOST}"
 Component "{COMPONENT_DOMAIN}"
     component_secret = "{COMPONENT_SECRET}"
+Component "{BARE_DOMAIN}"
+    component_secret = "{BARE_SECRET}"
 "#,
             log = log.display()
         ),
@@ -255,7 +338,7 @@ Component "{COMPONENT_DOMAIN}"
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
-    let mut server = Server { name: "prosody", child: Some(child), log };
+    let mut server = Server::new("prosody", child, log);
     server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], c2s_port)), Duration::from_secs(20))?;
     server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], component_port)), Duration::from_secs(20))?;
     Ok(Prosody { server, c2s_port, component_port })
@@ -269,24 +352,34 @@ pub struct Gateway {
 
 pub const JWT_SECRET: &str = "bench-secret-123";
 
-/// The gateway binary with the embedded MQTT endpoint and the HTTP/WebSocket listener on the
-/// given ports, its store in `dir`, the per-user rate limit out of the way, and joined to
-/// Prosody's component port as `gw.localhost`. Returns once `/healthz` says every configured link
-/// (the XMPP one included) is up.
+/// The gateway's MQTT side.
+pub enum MqttSide {
+    /// The embedded endpoint, listening on this port.
+    Embedded(u16),
+    /// A client of the broker on this port, logged in as user `gateway` with `password`.
+    Broker { port: u16, password: String },
+}
+
+/// The gateway binary with its MQTT side as `mqtt` says, the HTTP/WebSocket listener on the given
+/// port, its store in `dir`, the per-user rate limit out of the way, and, with a
+/// `component_port`, joined to that XMPP server's component port as `gw.localhost`. Returns once
+/// `/healthz` says every configured link (the XMPP one and the broker included) is up.
 pub fn start_gateway(
     binary: &Path,
     dir: &Path,
     http_port: u16,
-    mqtt_port: u16,
-    component_port: u16,
+    mqtt: &MqttSide,
+    component_port: Option<u16>,
 ) -> anyhow::Result<Gateway> {
-    let xmpp = format!("[xmpp]\nserver = \"127.0.0.1:{component_port}\"\nsecret = \"{COMPONENT_SECRET}\"\n");
-    start_gateway_with(binary, dir, COMPONENT_DOMAIN, http_port, mqtt_port, &xmpp)
+    let xmpp = component_port.map_or_else(String::new, |port| {
+        format!("[xmpp]\nserver = \"127.0.0.1:{port}\"\nsecret = \"{COMPONENT_SECRET}\"\n")
+    });
+    start_gateway_config(binary, dir, COMPONENT_DOMAIN, http_port, mqtt, &xmpp)
 }
 
-/// The gateway as `start_gateway` starts it, for `domain`, with `extra` (TOML sections) appended
-/// to its configuration instead of the XMPP link. Returns once `/healthz` answers 200: every
-/// configured link and provider (the push providers' credentials included) is up.
+/// The gateway with the embedded MQTT endpoint on `mqtt_port`, for `domain`, with `extra` (TOML
+/// sections) appended to its configuration instead of the XMPP link. Returns once `/healthz`
+/// answers 200: every configured link and provider (the push providers' credentials included) is up.
 pub fn start_gateway_with(
     binary: &Path,
     dir: &Path,
@@ -295,14 +388,32 @@ pub fn start_gateway_with(
     mqtt_port: u16,
     extra: &str,
 ) -> anyhow::Result<Gateway> {
+    start_gateway_config(binary, dir, domain, http_port, &MqttSide::Embedded(mqtt_port), extra)
+}
+
+fn start_gateway_config(
+    binary: &Path,
+    dir: &Path,
+    domain: &str,
+    http_port: u16,
+    mqtt: &MqttSide,
+    extra: &str,
+) -> anyhow::Result<Gateway> {
     let data = dir.join("data");
     fs::create_dir_all(&data)?;
     let config = dir.join("switchboard.toml");
+    let mqtt_section = match mqtt {
+        MqttSide::Embedded(port) => format!("listen = \"127.0.0.1:{port}\""),
+        // Its client id stays the same for the whole run: the broker keeps its session under it.
+        MqttSide::Broker { port, password } => {
+            format!("url = \"mqtt://gateway:{password}@127.0.0.1:{port}\"\nclient_id = \"switchboard-bench\"")
+        }
+    };
     fs::write(
         &config,
         format!(
             "[gateway]\ndomain = \"{domain}\"\ndata_dir = \"{}\"\n\n[auth]\njwt_secret = \"{JWT_SECRET}\"\n\n\
-             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\n\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[mqtt]\n{mqtt_section}\n\n\
              [limits]\nmessages_per_second = 1000000\nconnections_per_ip = 0\n\n{extra}",
             data.display()
         ),
@@ -318,8 +429,10 @@ pub fn start_gateway_with(
         .stderr(fs::File::create(&log)?)
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
-    let mut server = Server { name: "switchboard", child: Some(child), log };
-    server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], mqtt_port)), Duration::from_secs(30))?;
+    let mut server = Server::new("switchboard", child, log);
+    if let MqttSide::Embedded(mqtt_port) = mqtt {
+        server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], *mqtt_port)), Duration::from_secs(30))?;
+    }
     server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], http_port)), Duration::from_secs(30))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
