@@ -25,7 +25,12 @@ pub struct Ejabberd {
     /// node's `beam.smp`, whose CPU is what is measured.
     pub server: Server,
     pub c2s_port: u16,
+    /// The gateway's component port.
     pub component_port: u16,
+    /// The bare component's, a listener of its own: ejabberd routes every domain of a listener's
+    /// `hosts` to whichever component authenticates on it, so on a shared listener the gateway
+    /// would also receive `component.localhost`'s messages.
+    pub bare_component_port: u16,
     ctl: Ctl,
 }
 
@@ -86,9 +91,18 @@ impl Ctl {
 }
 
 /// ejabberd with `users` registered on `localhost`, the gateway's component `gw.localhost` and the
-/// bare one of `component.rs` on one XEP-0114 listener, no shapers, no STARTTLS, only the modules
+/// bare one of `component.rs`, each on an XEP-0114 listener of its own, no shapers, no STARTTLS, only the modules
 /// a chat needs (no `mod_offline`: a message to an unavailable account bounces, as on Prosody).
-pub fn start(binary: &Path, dir: &Path, c2s_port: u16, component_port: u16, dist_port: u16, users: &[String]) -> anyhow::Result<Ejabberd> {
+pub struct Ports {
+    pub c2s: u16,
+    pub component: u16,
+    pub bare_component: u16,
+    /// Erlang distribution.
+    pub dist: u16,
+}
+
+pub fn start(binary: &Path, dir: &Path, ports: &Ports, users: &[String]) -> anyhow::Result<Ejabberd> {
+    let Ports { c2s: c2s_port, component: component_port, bare_component: bare_port, dist: dist_port } = *ports;
     for sub in ["spool", "logs"] {
         fs::create_dir_all(dir.join(sub))?;
     }
@@ -116,6 +130,11 @@ listen:
     hosts:
       "{COMPONENT_DOMAIN}":
         password: "{COMPONENT_SECRET}"
+  -
+    port: {bare_port}
+    ip: "127.0.0.1"
+    module: ejabberd_service
+    hosts:
       "{BARE_DOMAIN}":
         password: "{BARE_SECRET}"
 acl:
@@ -159,9 +178,15 @@ modules:
         .stderr(output)
         .spawn()
         .context("cannot start ejabberdctl foreground")?;
-    let mut ejabberd = Ejabberd { server: Server::new("ejabberd", child, log), c2s_port, component_port, ctl };
+    let mut ejabberd = Ejabberd {
+        server: Server::new("ejabberd", child, log),
+        c2s_port,
+        component_port,
+        bare_component_port: bare_port,
+        ctl,
+    };
     // A configuration error makes `foreground` exit after about a second: wait_for_port sees it.
-    for port in [c2s_port, component_port] {
+    for port in [c2s_port, component_port, bare_port] {
         ejabberd.server.wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), SLOW)?;
     }
     let launcher = ejabberd.server.pid().context("no launcher")?;

@@ -839,7 +839,7 @@ async fn case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize,
         }
         Receiving::Component(server) => {
             let role = component::Role::Receiver(recorder.clone());
-            let conn = ComponentConn::connect(servers.component_port(server)?, role).await?;
+            let conn = ComponentConn::connect(servers.bare_component_port(server)?, role).await?;
             (component::receiver_jid(), ReceiverConn::Component(conn))
         }
     };
@@ -861,7 +861,7 @@ async fn case(env: &Env<'_>, path: Case, pace: Pace, carried: f64, count: usize,
     let shared = match path.senders() {
         Senders::Component(server) => {
             let role = component::Role::Senders(states.clone());
-            Some(ComponentConn::connect(servers.component_port(server)?, role).await?)
+            Some(ComponentConn::connect(servers.bare_component_port(server)?, role).await?)
         }
         _ => None,
     };

@@ -77,10 +77,18 @@ impl Servers {
             servers.prosody = Some(servers::start_prosody(&cli.prosody, &subdir("prosody")?, c2s, component, accounts)?);
         }
         if wanted.contains(&ServerId::Xmpp(XmppServer::Ejabberd)) {
-            let (c2s, component, dist) = (ports.free()?, ports.free()?, ports.free()?);
-            eprintln!("starting ejabberd (c2s 127.0.0.1:{c2s}, component 127.0.0.1:{component})");
+            let ports = ejabberd::Ports {
+                c2s: ports.free()?,
+                component: ports.free()?,
+                bare_component: ports.free()?,
+                dist: ports.free()?,
+            };
+            eprintln!(
+                "starting ejabberd (c2s 127.0.0.1:{}, components 127.0.0.1:{} and :{})",
+                ports.c2s, ports.component, ports.bare_component
+            );
             let dir = subdir("ejabberd")?;
-            servers.ejabberd = Some(ejabberd::start(&cli.ejabberdctl, &dir, c2s, component, dist, accounts)?);
+            servers.ejabberd = Some(ejabberd::start(&cli.ejabberdctl, &dir, &ports, accounts)?);
         }
         for id in [GatewayId::Prosody, GatewayId::Ejabberd, GatewayId::Broker] {
             if !wanted.contains(&ServerId::Gateway(id)) {
@@ -130,11 +138,11 @@ impl Servers {
         .context("XMPP server not started")
     }
 
-    /// The component port of an XMPP server.
-    pub fn component_port(&self, server: XmppServer) -> anyhow::Result<u16> {
+    /// Where the bare component of `component.rs` connects to an XMPP server.
+    pub fn bare_component_port(&self, server: XmppServer) -> anyhow::Result<u16> {
         match server {
             XmppServer::Prosody => self.prosody.as_ref().map(|prosody| prosody.component_port),
-            XmppServer::Ejabberd => self.ejabberd.as_ref().map(|ejabberd| ejabberd.component_port),
+            XmppServer::Ejabberd => self.ejabberd.as_ref().map(|ejabberd| ejabberd.bare_component_port),
         }
         .context("XMPP server not started")
     }
