@@ -1,26 +1,45 @@
 //! `switchboard-bench`: throughput and latency of Switchboard's MQTT, WebSocket and XMPP paths,
-//! with Mosquitto and Prosody as the baselines, in one bounded run.
+//! each beside the path of the peer server it replaces or joins, in one bounded run.
 //!
-//! Cases (each at saturation, then paced at half the median saturation rate of the same path, then
-//! paced at one fixed rate for all paths; `--rounds` times, interleaved; medians in the summary):
-//! 1. `mosquitto pub->sub`: N publishers → 1 subscriber, straight through Mosquitto.
-//! 2. `gateway MQTT->MQTT`: N sender users → 1 receiver user through the embedded MQTT endpoint.
-//! 3. `gateway MQTT->WS`: N MQTT sender users → 1 WebSocket receiver.
-//! 4. `prosody c2s->c2s`: N XMPP accounts → 1 XMPP account, straight through Prosody.
-//! 5. `gateway MQTT->XMPP`: N MQTT sender users → 1 XMPP account on Prosody, through the
-//!    gateway's component link.
-//! 6. `gateway XMPP->MQTT`: N XMPP accounts on Prosody → 1 MQTT receiver user.
+//! Peer paths (N senders → 1 receiver):
+//! - `mosquitto pub->sub`: MQTT publishers → 1 subscriber, straight through Mosquitto.
+//! - `relay WS->WS`: WebSocket clients → 1 WebSocket listener through a bare tokio-tungstenite
+//!   relay (`relay.rs`, this binary run as a process of its own).
+//! - `prosody c2s->c2s`, `ejabberd c2s->c2s`: XMPP accounts → 1 XMPP account.
+//! - `prosody c2s->component`, `ejabberd c2s->component`: XMPP accounts → `bench@component.localhost`
+//!   on a bare XEP-0114 component (`component.rs`).
+//! - `prosody component->c2s`, `ejabberd component->c2s`: the bare component (one connection,
+//!   one address per sender) → 1 XMPP account.
 //!
-//! And the push cases (`push.rs`), against a gateway of their own with a `[push]` section and fake
-//! FCM and APNs servers in this process: notifications per second to N offline users
-//! (`push FCM throughput`, `push APNs throughput`), their latency below saturation
-//! (`push FCM latency`), and whether the outbox loses anything while FCM answers 503 for a while
-//! (`push FCM outage`).
+//! Gateway paths, and the peer path each is compared with:
+//! - `gateway MQTT->MQTT (embedded)`: sender users → 1 receiver user on the embedded endpoint
+//!   (vs Mosquitto).
+//! - `gateway MQTT->MQTT (mosquitto broker)`: the same users on a Mosquitto that the gateway uses
+//!   as its broker (`mqtt.url`, docs/mosquitto.md's password file and ACL) (vs Mosquitto alone).
+//! - `gateway WS->WS`, `gateway MQTT->WS`: WebSocket or MQTT senders → 1 WebSocket user (vs the relay).
+//! - `gateway MQTT->XMPP (prosody|ejabberd)`: MQTT users → 1 XMPP account, through a gateway joined
+//!   to that server as its component (vs `<server> component->c2s`).
+//! - `gateway XMPP->MQTT (prosody|ejabberd)`: XMPP accounts → 1 MQTT user (vs `<server> c2s->component`).
+//!
+//! Each case runs at saturation, then paced at half its own median saturation rate; each gateway
+//! path and its peer path are also paced at a quarter of the peer's median saturation rate
+//! ("quarter-peer"), `--rounds` times, interleaved. The summary gives medians and ends with one
+//! table of gateway path against peer path: throughput ratio and p99 difference at quarter-peer
+//! load, against the targets. Only the servers the selected cases (`--only`) need are started,
+//! each once: Mosquitto, the broker Mosquitto, the relay, Prosody, ejabberd, and up to three
+//! gateways (joined to Prosody, which also serves the MQTT and WebSocket cases; joined to
+//! ejabberd; client of the broker).
+//!
+//! And the startup, idle-session and push cases (`idle.rs`, `push.rs`), against gateways of their
+//! own: notifications per second to N offline users (`push FCM throughput`, `push APNs
+//! throughput`), their latency below saturation (`push FCM latency`), and whether the outbox loses
+//! anything while FCM answers 503 for a while (`push FCM outage`).
 //!
 //! Saturation is closed loop: each sender keeps at most `--window` messages outstanding, counted
 //! by PUBACK on Mosquitto, by the gateway's `ack` frame for gateway users, and by the receiver's
-//! progress for XMPP senders (c2s has no per-message ack). Paced is open loop. Every step has a
-//! deadline, so the run always ends. A Markdown table goes to stdout, progress to stderr.
+//! progress where there is no per-message ack (XMPP c2s, the bare component, the relay). Paced is
+//! open loop. Every step has a deadline, so the run always ends, and every server it started is
+//! stopped. A Markdown table goes to stdout, progress to stderr.
 
 mod compare;
 mod component;
@@ -57,7 +76,7 @@ use crate::xmpp::{Role, XmppConn};
 #[derive(Parser)]
 #[command(
     name = "switchboard-bench",
-    about = "Benchmark Switchboard's MQTT, WebSocket and XMPP paths against Mosquitto and Prosody"
+    about = "Benchmark Switchboard's MQTT, WebSocket and XMPP paths against Mosquitto, Prosody, ejabberd and a bare WebSocket relay"
 )]
 struct Cli {
     /// The switchboard binary (default: next to this one, else $CARGO_TARGET_DIR/release or the
