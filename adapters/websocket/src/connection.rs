@@ -60,7 +60,7 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
         router.clone(),
         shared.limiter.clone(),
         shared.settings.max_frame_bytes,
-        NAME,
+        shared.counters.clone(),
     );
     let ready = ServerFrame::Ready { jid: session.jid() };
     let write_timeout = shared.settings.write_timeout;

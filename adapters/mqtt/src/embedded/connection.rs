@@ -100,7 +100,7 @@ where
         shared.context.router.clone(),
         shared.limiter.clone(),
         shared.settings.max_frame_bytes,
-        NAME,
+        shared.counters.clone(),
     );
     let mut client = Client {
         shared: shared.clone(),
