@@ -9,7 +9,7 @@ use crate::counters::FrameCounters;
 use crate::convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
 use crate::inbound::{FrameError, parse_client_frame};
 use crate::limiter::RateLimiter;
-use crate::outbound::ServerFrame;
+use crate::outbound::{ServerFrame, message_json};
 
 /// The frame protocol for one logged-in user on one connection.
 pub struct FrameSession {
@@ -103,6 +103,16 @@ impl FrameSession {
     /// The frame for an envelope addressed to this user.
     pub fn frame_for(&self, envelope: &Envelope) -> Option<ServerFrame> {
         envelope_to_frame(envelope, &self.domain)
+    }
+
+    /// The frame for an envelope addressed to this user, serialised for the wire and counted;
+    /// `None` when clients are not shown such envelopes.
+    pub fn render_envelope(&self, envelope: &Envelope) -> Option<String> {
+        if let Body::Message(message) = &envelope.body {
+            self.counters.frame_out("message");
+            return Some(message_json(envelope, message, &self.domain));
+        }
+        self.frame_for(envelope).map(|frame| self.render(&frame))
     }
 
     /// Serialises a frame for the wire, counting it.

@@ -267,10 +267,11 @@ impl Client {
                     };
                     // Not subscribed (any more): leave the proof unresolved so the router keeps
                     // the envelope for later. Nothing to show the client: nothing to wait for.
-                    match (self.subscription, self.session.frame_for(&envelope)) {
-                        (Some(_), Some(frame)) => self.publish_frame(writer, &frame, delivered),
-                        (Some(_), None) => delivered.into_iter().for_each(Delivered::confirm),
-                        (None, _) => {}
+                    if self.subscription.is_some() {
+                        match self.session.render_envelope(&envelope) {
+                            Some(text) => self.publish_text(writer, text, delivered),
+                            None => delivered.into_iter().for_each(Delivered::confirm),
+                        }
                     }
                 }
                 () = &mut shutdown, if reading => reading = false,
@@ -436,10 +437,17 @@ impl Client {
 
     /// Publishes a frame on the user's `in` topic at her subscription's QoS.
     fn publish_frame<W: AsyncWrite + Unpin>(&mut self, writer: &mut PacketWriter<W>, frame: &ServerFrame, delivered: Option<Delivered>) {
+        if self.subscription.is_some() {
+            let text = self.session.render(frame);
+            self.publish_text(writer, text, delivered);
+        }
+    }
+
+    /// Publishes a rendered frame on the user's `in` topic at her subscription's QoS.
+    fn publish_text<W: AsyncWrite + Unpin>(&mut self, writer: &mut PacketWriter<W>, text: String, delivered: Option<Delivered>) {
         let Some(qos) = self.subscription else {
             return;
         };
-        let text = self.session.render(frame);
         let mut publish = Publish::new(self.in_topic.clone(), qos, text);
         if qos == QoS::AtLeastOnce {
             let pkid = self.allocate_pkid();
