@@ -7,18 +7,21 @@
 //! - `convert`: frames ⇄ canonical envelopes, pure;
 //! - `session`: what one authenticated client connection does with a frame (rate limit, parse,
 //!   submit, answer);
-//! - `limiter`: the per-user token bucket.
+//! - `limiter`: the per-user token bucket;
+//! - `counters`: an adapter's frame counters, looked up once.
 
 #![forbid(unsafe_code)]
 
 mod code;
 mod convert;
+mod counters;
 mod inbound;
 mod limiter;
 mod outbound;
 mod session;
 
 pub use code::ErrorCode;
+pub use counters::FrameCounters;
 pub use convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
 pub use inbound::{ClientFrame, FrameError, parse_client_frame, parse_auth_frame};
 pub use limiter::RateLimiter;

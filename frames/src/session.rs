@@ -1,14 +1,15 @@
 //! What one authenticated client connection does with frames, whatever carries them.
 
-use switchboard_gateway::metrics::{ERRORS, FRAMES_IN, FRAMES_OUT};
+use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Pending, RouterHandle, Submitted};
 use switchboard_gateway::{Body, Domain, Envelope, MessageId, UserId};
 
 use crate::code::ErrorCode;
+use crate::counters::FrameCounters;
 use crate::convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
 use crate::inbound::{FrameError, parse_client_frame};
 use crate::limiter::RateLimiter;
-use crate::outbound::ServerFrame;
+use crate::outbound::{ServerFrame, message_json};
 
 /// The frame protocol for one logged-in user on one connection.
 pub struct FrameSession {
@@ -17,7 +18,7 @@ pub struct FrameSession {
     router: RouterHandle,
     limiter: RateLimiter,
     max_frame_bytes: usize,
-    adapter: &'static str,
+    counters: FrameCounters,
 }
 
 /// The answer to one client frame: known at once (an error, or nothing), or once the router has
@@ -46,10 +47,10 @@ impl FrameSession {
         router: RouterHandle,
         limiter: RateLimiter,
         max_frame_bytes: usize,
-        adapter: &'static str,
+        counters: FrameCounters,
     ) -> Self {
         let domain = router.settings().domain.clone();
-        Self { user, domain, router, limiter, max_frame_bytes, adapter }
+        Self { user, domain, router, limiter, max_frame_bytes, counters }
     }
 
     pub fn user(&self) -> &UserId {
@@ -66,7 +67,7 @@ impl FrameSession {
     pub async fn accept(&self, payload: &[u8]) -> Reply {
         let frame = parse_client_frame(payload, self.max_frame_bytes);
         let type_name = frame.as_ref().map_or("invalid", |f| f.type_name());
-        metrics::counter!(FRAMES_IN, "adapter" => self.adapter, "type" => type_name).increment(1);
+        self.counters.frame_in(type_name);
         // Every frame counts against the rate, valid or not.
         let allowed = self.limiter.allow(&self.user);
         let frame = match frame {
@@ -104,11 +105,21 @@ impl FrameSession {
         envelope_to_frame(envelope, &self.domain)
     }
 
+    /// The frame for an envelope addressed to this user, serialised for the wire and counted;
+    /// `None` when clients are not shown such envelopes.
+    pub fn render_envelope(&self, envelope: &Envelope) -> Option<String> {
+        if let Body::Message(message) = &envelope.body {
+            self.counters.frame_out("message");
+            return Some(message_json(envelope, message, &self.domain));
+        }
+        self.frame_for(envelope).map(|frame| self.render(&frame))
+    }
+
     /// Serialises a frame for the wire, counting it.
     pub fn render(&self, frame: &ServerFrame) -> String {
-        metrics::counter!(FRAMES_OUT, "adapter" => self.adapter, "type" => frame.type_name()).increment(1);
+        self.counters.frame_out(frame.type_name());
         if let ServerFrame::Error { code, .. } = frame {
-            metrics::counter!(ERRORS, "adapter" => self.adapter, "code" => code.as_str()).increment(1);
+            self.counters.error(*code);
         }
         frame.to_json()
     }

@@ -20,6 +20,26 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
         match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            // Every delivered frame carries one: digits are pushed directly, as `format!` with
+            // seven padded fields cost more than the rest of the frame's rendering.
+            Ok(at) if (0..=9999).contains(&at.year()) => {
+                let mut text = String::with_capacity(24);
+                push_digits(&mut text, at.year().unsigned_abs(), 4);
+                text.push('-');
+                push_digits(&mut text, u32::from(u8::from(at.month())), 2);
+                text.push('-');
+                push_digits(&mut text, u32::from(at.day()), 2);
+                text.push('T');
+                push_digits(&mut text, u32::from(at.hour()), 2);
+                text.push(':');
+                push_digits(&mut text, u32::from(at.minute()), 2);
+                text.push(':');
+                push_digits(&mut text, u32::from(at.second()), 2);
+                text.push('.');
+                push_digits(&mut text, u32::from(at.millisecond()), 3);
+                text.push('Z');
+                text
+            }
             Ok(at) => {
                 let (y, mo, d) = (at.year(), u8::from(at.month()), at.day());
                 let (h, mi, s, ms) = (at.hour(), at.minute(), at.second(), at.millisecond());
@@ -27,6 +47,16 @@ impl Timestamp {
             }
             Err(_) => "1970-01-01T00:00:00.000Z".to_owned(),
         }
+    }
+}
+
+/// `value` in exactly `width` decimal digits, zero-padded (the caller keeps it in range).
+fn push_digits(text: &mut String, value: u32, width: u32) {
+    let mut divisor = 10u32.pow(width - 1);
+    while divisor > 0 {
+        let digit = (value / divisor) % 10;
+        text.push(char::from(b'0' + digit as u8));
+        divisor /= 10;
     }
 }
 
@@ -228,5 +258,7 @@ mod tests {
             Timestamp(1_795_000_000_123).to_rfc3339(),
             "2026-11-18T11:06:40.123Z"
         );
+        assert_eq!(Timestamp(951_782_400_007).to_rfc3339(), "2000-02-29T00:00:00.007Z");
+        assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
     }
 }

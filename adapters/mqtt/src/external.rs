@@ -23,7 +23,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport};
-use switchboard_frames::{ClientFrame, FrameSession, ServerFrame, parse_client_frame};
+use switchboard_frames::{ClientFrame, FrameCounters, FrameSession, ServerFrame, parse_client_frame};
 use switchboard_gateway::router::{Delivered, Outbound};
 use switchboard_gateway::tls::{self, TlsError, rustls::ClientConfig};
 use switchboard_gateway::{AdapterContext, AdapterError, Show, UserId};
@@ -145,6 +145,7 @@ pub(crate) async fn run(broker: Broker, settings: MqttSettings, context: Adapter
         settings,
         context,
         sessions: HashMap::new(),
+        counters: FrameCounters::new(NAME),
         online: HashMap::new(),
         deliveries_tx,
         awaiting_pkid: VecDeque::new(),
@@ -188,6 +189,7 @@ struct Bridge {
     context: AdapterContext,
     /// Frame handling per user who has published.
     sessions: HashMap<UserId, FrameSession>,
+    counters: FrameCounters,
     /// Users whose retained presence says they are online, with the task that forwards their
     /// deliveries.
     online: HashMap<UserId, AbortHandle>,
@@ -250,7 +252,7 @@ impl Bridge {
                 self.context.router.clone(),
                 switchboard_frames::RateLimiter::new(self.settings.messages_per_second),
                 self.settings.max_frame_bytes,
-                NAME,
+                self.counters.clone(),
             )
         })
     }

@@ -45,6 +45,18 @@ impl Topics {
         (parsed.as_str() == user).then_some((parsed, kind))
     }
 
+    /// Which of `user`'s own topics this is, if it is one of hers; the same answer as
+    /// [`Topics::parse`] followed by a comparison of the owner, without building a [`UserId`].
+    pub fn own(&self, topic: &str, user: &UserId) -> Option<TopicKind> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?.strip_prefix(user.as_str())?;
+        match rest {
+            "/out" => Some(TopicKind::Out),
+            "/in" => Some(TopicKind::In),
+            "/presence" => Some(TopicKind::Presence),
+            _ => None,
+        }
+    }
+
     /// Filters the gateway subscribes to on an external broker.
     pub fn all(&self, kind: TopicKind) -> String {
         let suffix = match kind {
@@ -71,6 +83,16 @@ pub fn valid_filter(filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_topics_are_recognised_like_parse_does() {
+        let topics = Topics::new("im");
+        let alice = UserId::parse("alice").expect("valid");
+        for topic in ["im/alice/out", "im/alice/in", "im/alice/presence", "im/alice/outx", "im/alicex/out", "im/Alice/out", "im/alice", "imx/alice/out", "im/bob/out"] {
+            let expected = topics.parse(topic).filter(|(owner, _)| *owner == alice).map(|(_, kind)| kind);
+            assert_eq!(topics.own(topic, &alice), expected, "{topic}");
+        }
+    }
 
     #[test]
     fn topics_round_trip_and_strangers_are_nobody() {

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use switchboard_frames::RateLimiter;
+use switchboard_frames::{FrameCounters, RateLimiter};
 use switchboard_gateway::tls::{self, TlsAcceptor};
 use switchboard_gateway::{Adapter, AdapterContext, AdapterError, Listening, bind_listener};
 use tokio_util::task::TaskTracker;
@@ -61,6 +61,7 @@ impl Adapter for WebSocketAdapter {
             let sockets = TaskTracker::new();
             let shared = Arc::new(Shared {
                 limiter: RateLimiter::new(self.settings.messages_per_second),
+                counters: FrameCounters::new(NAME),
                 settings: self.settings,
                 context: context.clone(),
                 sockets: sockets.clone(),

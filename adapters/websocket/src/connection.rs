@@ -60,7 +60,7 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
         router.clone(),
         shared.limiter.clone(),
         shared.settings.max_frame_bytes,
-        NAME,
+        shared.counters.clone(),
     );
     let ready = ServerFrame::Ready { jid: session.jid() };
     let write_timeout = shared.settings.write_timeout;
@@ -97,8 +97,8 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
             }
             outbound = lease.outbound.recv() => {
                 let Some(Outbound { envelope, delivered }) = outbound else { break };
-                if let Some(frame) = session.frame_for(&envelope)
-                    && writer.send(session.render(&frame)).await.is_err() { break; }
+                if let Some(text) = session.render_envelope(&envelope)
+                    && writer.send(text).await.is_err() { break; }
                 if let Some(delivered) = delivered { delivered.confirm(); }
             }
             () = shutdown.cancelled(), if reading => {

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use switchboard_frames::{ErrorCode, RateLimiter, ServerFrame, count_error};
+use switchboard_frames::{ErrorCode, FrameCounters, RateLimiter, ServerFrame, count_error};
 use switchboard_gateway::AdapterContext;
 use tokio_util::task::TaskTracker;
 
@@ -21,6 +21,7 @@ pub(crate) struct Shared {
     pub settings: WebSocketSettings,
     pub context: AdapterContext,
     pub limiter: RateLimiter,
+    pub counters: FrameCounters,
     pub sockets: TaskTracker,
 }
 

@@ -112,6 +112,8 @@ pub(crate) struct Mailbox {
     /// The newest replayed envelope a session failed to confirm: recorded as a wake if her last
     /// session closes with it still waiting.
     missed: Option<Wake>,
+    /// [`metrics::MAILBOX_QUEUE`], looked up once.
+    depth: ::metrics::Gauge,
 }
 
 impl Mailbox {
@@ -121,6 +123,7 @@ impl Mailbox {
         settings: Arc<RouterSettings>,
         router: mpsc::WeakSender<Command>,
         wakes: WakeSignals,
+        depth: ::metrics::Gauge,
     ) -> Self {
         let queue = match &owner {
             Owner::User(user) => QueueName::user(user),
@@ -142,6 +145,7 @@ impl Mailbox {
             handed_out: std::collections::HashSet::new(),
             replay_due: false,
             missed: None,
+            depth,
         }
     }
 
@@ -155,7 +159,7 @@ impl Mailbox {
                 }
                 command = inbox.recv() => {
                     let Some(command) = command else { break };
-                    ::metrics::gauge!(metrics::MAILBOX_QUEUE).decrement(1.0);
+                    self.depth.decrement(1.0);
                     self.processed += 1;
                     self.handle(command).await;
                 }

@@ -127,6 +127,8 @@ pub async fn spawn(
         remote_route: None,
         commands: commands.downgrade(),
         tracker: tracker.clone(),
+        queue_depth: ::metrics::gauge!(metrics::ROUTER_QUEUE),
+        mailbox_depth: ::metrics::gauge!(metrics::MAILBOX_QUEUE),
     };
     tracker.spawn(router.run(inbox));
     Ok(RouterHandle::new(commands, settings, wakes))
@@ -143,6 +145,9 @@ struct Router {
     /// Weak, so the router's own copy does not keep it alive once every adapter is gone.
     commands: mpsc::WeakSender<Command>,
     tracker: TaskTracker,
+    /// Looked up once: these change with every command.
+    queue_depth: ::metrics::Gauge,
+    mailbox_depth: ::metrics::Gauge,
 }
 
 impl Router {
@@ -150,7 +155,7 @@ impl Router {
     /// work through the router first, then drop their handles.
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         while let Some(command) = inbox.recv().await {
-            ::metrics::gauge!(metrics::ROUTER_QUEUE).set(inbox.len() as f64);
+            self.queue_depth.set(inbox.len() as f64);
             self.handle(command);
         }
         tracing::debug!("router stopped");
@@ -234,6 +239,7 @@ impl Router {
                     self.settings.clone(),
                     self.commands.clone(),
                     self.wakes.clone(),
+                    self.mailbox_depth.clone(),
                 );
                 self.tracker.spawn(mailbox.run(inbox));
                 MailboxRef { commands, sent: 0 }
@@ -241,7 +247,7 @@ impl Router {
         match mailbox.commands.try_send(command) {
             Ok(()) => {
                 mailbox.sent += 1;
-                ::metrics::gauge!(metrics::MAILBOX_QUEUE).increment(1.0);
+                self.mailbox_depth.increment(1.0);
             }
             Err(mpsc::error::TrySendError::Full(command) | mpsc::error::TrySendError::Closed(command)) => {
                 // Policy: chat is never dropped silently. The sender hears `unavailable` and may
@@ -254,7 +260,7 @@ impl Router {
                     other => {
                         let commands = mailbox.commands.clone();
                         mailbox.sent += 1;
-                        ::metrics::gauge!(metrics::MAILBOX_QUEUE).increment(1.0);
+                        self.mailbox_depth.increment(1.0);
                         tokio::spawn(async move {
                             let _ = commands.send(other).await;
                         });

@@ -30,6 +30,10 @@ use crate::topics::{self, TopicKind};
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
+/// Queued bytes, or loop turns, after which the buffer is written even if more work is ready.
+const FLUSH_BYTES: usize = 32 * 1024;
+const FLUSH_EVENTS: usize = 64;
+
 pub(crate) async fn serve<R, W>(read_half: R, write_half: W, peer: SocketAddr, shared: Arc<Shared>)
 where
     R: AsyncRead + Unpin,
@@ -96,7 +100,7 @@ where
         shared.context.router.clone(),
         shared.limiter.clone(),
         shared.settings.max_frame_bytes,
-        NAME,
+        shared.counters.clone(),
     );
     let mut client = Client {
         shared: shared.clone(),
@@ -208,30 +212,39 @@ impl Client {
         let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
         tokio::pin!(expiry);
         let keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        // One timer for the connection's life, moved only when it fires: re-arming a timer for
+        // every packet would cost a timer-wheel update per message.
+        let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(Duration::from_secs(86_400)));
+        tokio::pin!(keep_alive_timer);
+        let mut last_packet = tokio::time::Instant::now();
         let mut answers: FuturesOrdered<BoxFuture<'static, Answer>> = FuturesOrdered::new();
-        let shutdown = self.shared.context.shutdown.clone();
+        // Created once, not per loop turn: each `cancelled()` future registers with its token.
+        let taken_over = taken_over.cancelled_owned();
+        tokio::pin!(taken_over);
+        let shutdown = self.shared.context.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
         let kicked = lease.kicked();
         tokio::pin!(kicked);
         let mut reading = true;
-        let mut deadline = keep_alive.map(|k| tokio::time::Instant::now() + k);
+        let mut unflushed_events = 0usize;
         let end = loop {
-            if let Err(error) = writer.flush().await {
-                if matches!(error, IoError::WriteTimeout(_)) {
-                    tracing::warn!(user = %self.user, %error, "slow consumer cut off: the client stopped reading");
-                    metrics::counter!(ERRORS, "adapter" => NAME, "code" => "slow-consumer").increment(1);
+            // Packets that are ready together leave together: the buffer is written once nothing
+            // else is ready (the last branch below), or after a bounded batch so that a client
+            // that never stops sending still gets its acknowledgements.
+            if writer.queued() >= FLUSH_BYTES || unflushed_events >= FLUSH_EVENTS {
+                if let Err(end) = self.flush(writer).await {
+                    break end;
                 }
-                break End::Lost(error.to_string());
-            }
-            for delivered in self.unconfirmed_writes.drain(..) {
-                delivered.confirm();
+                unflushed_events = 0;
             }
             if !reading && answers.is_empty() {
                 break End::Shutdown;
             }
+            unflushed_events += 1;
             let window_open = self.inflight.len() < self.shared.settings.max_inflight;
             tokio::select! {
                 biased;
-                () = taken_over.cancelled() => break End::TakenOver,
+                () = &mut taken_over => break End::TakenOver,
                 () = &mut kicked => break End::Lost("slow consumer".into()),
                 // MQTT 3.1.1 has no way for a server to say why it disconnects: the connection is
                 // closed, as for a lost one (her Will tells her contacts).
@@ -254,18 +267,23 @@ impl Client {
                     };
                     // Not subscribed (any more): leave the proof unresolved so the router keeps
                     // the envelope for later. Nothing to show the client: nothing to wait for.
-                    match (self.subscription, self.session.frame_for(&envelope)) {
-                        (Some(_), Some(frame)) => self.publish_frame(writer, &frame, delivered),
-                        (Some(_), None) => delivered.into_iter().for_each(Delivered::confirm),
-                        (None, _) => {}
+                    if self.subscription.is_some() {
+                        match self.session.render_envelope(&envelope) {
+                            Some(text) => self.publish_text(writer, text, delivered),
+                            None => delivered.into_iter().for_each(Delivered::confirm),
+                        }
                     }
                 }
-                () = shutdown.cancelled(), if reading => reading = false,
-                () = sleep_until(deadline), if reading && deadline.is_some() => {
-                    break End::Lost("keep-alive expired".into());
+                () = &mut shutdown, if reading => reading = false,
+                () = &mut keep_alive_timer, if reading && keep_alive.is_some() => {
+                    let due = last_packet + keep_alive.unwrap_or_default();
+                    if due <= tokio::time::Instant::now() {
+                        break End::Lost("keep-alive expired".into());
+                    }
+                    keep_alive_timer.as_mut().reset(due);
                 }
                 packet = reader.next(), if reading => {
-                    deadline = keep_alive.map(|k| tokio::time::Instant::now() + k);
+                    last_packet = tokio::time::Instant::now();
                     let packet = match packet {
                         Ok(packet) => packet,
                         Err(IoError::Malformed(error)) => {
@@ -280,10 +298,32 @@ impl Client {
                         Step::End(end) => break end,
                     }
                 }
+                // Nothing else is ready: write what the turns before queued, in one go.
+                () = std::future::ready(()), if writer.queued() > 0 || !self.unconfirmed_writes.is_empty() => {
+                    if let Err(end) = self.flush(writer).await {
+                        break end;
+                    }
+                    unflushed_events = 0;
+                }
             }
         };
         let _ = writer.flush().await;
         end
+    }
+
+    /// Writes what is queued; QoS 0 deliveries count as delivered once written.
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut PacketWriter<W>) -> Result<(), End> {
+        if let Err(error) = writer.flush().await {
+            if matches!(error, IoError::WriteTimeout(_)) {
+                tracing::warn!(user = %self.user, %error, "slow consumer cut off: the client stopped reading");
+                metrics::counter!(ERRORS, "adapter" => NAME, "code" => "slow-consumer").increment(1);
+            }
+            return Err(End::Lost(error.to_string()));
+        }
+        for delivered in self.unconfirmed_writes.drain(..) {
+            delivered.confirm();
+        }
+        Ok(())
     }
 
     async fn handle<W: AsyncWrite + Unpin>(&mut self, packet: Packet, writer: &mut PacketWriter<W>, lease: &SessionLease) -> Step {
@@ -368,10 +408,9 @@ impl Client {
                 Some(Packet::PubRec(PubRec::new(publish.pkid)))
             }
         };
-        let topic = self.shared.settings.topics.parse(&publish.topic);
-        let frame_reply = match topic {
-            Some((owner, TopicKind::Out)) if owner == self.user => self.session.accept(&publish.payload).await,
-            Some((owner, TopicKind::Presence)) if owner == self.user => {
+        let frame_reply = match self.shared.settings.topics.own(&publish.topic, &self.user) {
+            Some(TopicKind::Out) => self.session.accept(&publish.payload).await,
+            Some(TopicKind::Presence) => {
                 if publish.payload.is_empty() {
                     // Clearing the retained presence: nothing to tell anyone.
                     return answer_now(ack, None);
@@ -398,10 +437,17 @@ impl Client {
 
     /// Publishes a frame on the user's `in` topic at her subscription's QoS.
     fn publish_frame<W: AsyncWrite + Unpin>(&mut self, writer: &mut PacketWriter<W>, frame: &ServerFrame, delivered: Option<Delivered>) {
+        if self.subscription.is_some() {
+            let text = self.session.render(frame);
+            self.publish_text(writer, text, delivered);
+        }
+    }
+
+    /// Publishes a rendered frame on the user's `in` topic at her subscription's QoS.
+    fn publish_text<W: AsyncWrite + Unpin>(&mut self, writer: &mut PacketWriter<W>, text: String, delivered: Option<Delivered>) {
         let Some(qos) = self.subscription else {
             return;
         };
-        let text = self.session.render(frame);
         let mut publish = Publish::new(self.in_topic.clone(), qos, text);
         if qos == QoS::AtLeastOnce {
             let pkid = self.allocate_pkid();
@@ -447,11 +493,4 @@ enum Step {
 
 fn answer_now(ack: Option<Packet>, frame: Option<ServerFrame>) -> Step {
     Step::Answer(Box::pin(async move { Answer { ack, frame } }))
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }

@@ -87,6 +87,11 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
         let _ = packet.write(&mut self.buffer, usize::MAX);
     }
 
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// Writes everything queued in one go: one syscall for a batch of packets.
     pub async fn flush(&mut self) -> Result<(), IoError> {
         if self.buffer.is_empty() {

@@ -17,7 +17,7 @@ mod registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use switchboard_frames::RateLimiter;
+use switchboard_frames::{FrameCounters, RateLimiter};
 use switchboard_gateway::AdapterContext;
 use switchboard_gateway::tls::{self, TlsAcceptor};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +30,7 @@ pub(crate) struct Shared {
     pub settings: MqttSettings,
     pub context: AdapterContext,
     pub limiter: RateLimiter,
+    pub counters: FrameCounters,
     pub registry: Registry,
 }
 
@@ -42,6 +43,7 @@ pub(crate) struct Listeners {
 pub(crate) async fn serve(listeners: Listeners, settings: MqttSettings, context: AdapterContext) {
     let shared = Arc::new(Shared {
         limiter: RateLimiter::new(settings.messages_per_second),
+        counters: FrameCounters::new(crate::adapter::NAME),
         settings,
         context,
         registry: Registry::default(),
