@@ -58,7 +58,7 @@ impl RouterHandle {
     /// Envelopes submitted one after another from one task are routed in that order.
     pub async fn submit(&self, envelope: Envelope) -> Pending {
         let (reply, outcome) = oneshot::channel();
-        let command = Command::Submit { envelope, reply };
+        let command = Command::Submit { envelope: Arc::new(envelope), reply };
         if self.commands.send(command).await.is_err() {
             return Pending::ready(Outcome::Retryable("the gateway is shutting down".into()));
         }
@@ -77,7 +77,7 @@ impl RouterHandle {
             }
             Admission::New { outcome, reply } => {
                 let msg = envelope.id.clone();
-                if self.commands.send(Command::Submit { envelope, reply }).await.is_err() {
+                if self.commands.send(Command::Submit { envelope: Arc::new(envelope), reply }).await.is_err() {
                     // The reply is dropped with the command: the shared outcome says retry.
                     tracing::debug!(msg = %msg, "router stopped before the message was routed");
                 }
@@ -112,13 +112,13 @@ impl RouterHandle {
         let id = SessionId::next();
         let (outbound_tx, outbound_rx) = mpsc::channel(self.settings.session_capacity);
         let kick = CancellationToken::new();
-        let entry = SessionEntry {
+        let entry = Box::new(SessionEntry {
             id,
             adapter,
             outbound: outbound_tx,
             kick: kick.clone(),
             deliverable: false,
-        };
+        });
         let (reply, opened) = oneshot::channel();
         self.commands
             .send(Command::Open {
