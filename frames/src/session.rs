@@ -64,7 +64,31 @@ impl FrameSession {
 
     /// Reads one frame and hands it to the router. Frames accepted one after another are routed
     /// in that order; their replies may be awaited concurrently.
+    ///
+    /// Everything but the wait for room in the router's queue is done before the first await:
+    /// a connection task is as large as its largest await, and this one is in every connection.
     pub async fn accept(&self, payload: &[u8]) -> Reply {
+        let (id, envelope) = match self.admit(payload) {
+            Ok(admitted) => admitted,
+            Err(reply) => return reply,
+        };
+        match id.as_deref() {
+            // A message she resends because no `ack` reached her is answered, not routed twice.
+            Some(client_id) if matches!(envelope.body, Body::Message(_)) => {
+                let submitting = self.router.submit_message(client_id, envelope);
+                let Submitted { msg, pending, .. } = submitting.await;
+                Reply::Later { id, msg, pending }
+            }
+            _ => {
+                let msg = envelope.id.clone();
+                let submitting = self.router.submit(envelope);
+                Reply::Later { pending: submitting.await, id, msg }
+            }
+        }
+    }
+
+    /// Parses, counts and rate-limits one frame, and makes its envelope.
+    fn admit(&self, payload: &[u8]) -> Result<(Option<String>, Envelope), Reply> {
         let frame = parse_client_frame(payload, self.max_frame_bytes);
         let type_name = frame.as_ref().map_or("invalid", |f| f.type_name());
         self.counters.frame_in(type_name);
@@ -72,26 +96,15 @@ impl FrameSession {
         let allowed = self.limiter.allow(&self.user);
         let frame = match frame {
             Ok(frame) => frame,
-            Err(error) => return self.refuse(error),
+            Err(error) => return Err(self.refuse(error)),
         };
         let id = frame.id().map(str::to_owned);
         if !allowed {
-            return self.refuse(FrameError::new(id, ErrorCode::RateLimited, "slow down"));
+            return Err(self.refuse(FrameError::new(id, ErrorCode::RateLimited, "slow down")));
         }
         match frame_to_envelope(frame, &self.user, &self.domain) {
-            Ok(envelope) => match id.as_deref() {
-                // A message she resends because no `ack` reached her is answered, not routed twice.
-                Some(client_id) if matches!(envelope.body, Body::Message(_)) => {
-                    let Submitted { msg, pending, .. } = self.router.submit_message(client_id, envelope).await;
-                    Reply::Later { id, msg, pending }
-                }
-                _ => {
-                    let msg = envelope.id.clone();
-                    let pending = self.router.submit(envelope).await;
-                    Reply::Later { id, msg, pending }
-                }
-            },
-            Err(error) => self.refuse(error),
+            Ok(envelope) => Ok((id, envelope)),
+            Err(error) => Err(self.refuse(error)),
         }
     }
 

@@ -38,7 +38,8 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
     let expiry = tokio::time::sleep(remaining);
     tokio::pin!(expiry);
     let router = &shared.context.router;
-    let mut lease = match router.open_session(user.clone(), NAME).await {
+    // Boxed: once per connection, and it would otherwise size this task for its whole life.
+    let mut lease = match Box::pin(router.open_session(user.clone(), NAME)).await {
         Ok(lease) => lease,
         Err(error @ RouterError::TooManySessions { .. }) => {
             count_error(NAME, ErrorCode::Unavailable);

@@ -46,7 +46,10 @@ impl Connected<IncomingStream<'_, HttpListener>> for Peer {
 }
 
 impl Listener for HttpListener {
-    type Io = Either<TcpStream, TlsStream<TcpStream>>;
+    // Boxed: a TLS stream is over a kilobyte, and an `Either` is as large as its larger side, so
+    // unboxed every plain connection would carry that room for its whole life (hyper keeps the
+    // upgraded WebSocket's stream in a box of exactly this type).
+    type Io = Either<TcpStream, Box<TlsStream<TcpStream>>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -72,7 +75,7 @@ impl Listener for HttpListener {
                 }
                 Some(done) = tls.handshakes.join_next(), if !tls.handshakes.is_empty() => {
                     if let Ok(Some((stream, peer))) = done {
-                        return (Either::Right(stream), peer);
+                        return (Either::Right(Box::new(stream)), peer);
                     }
                 }
             }

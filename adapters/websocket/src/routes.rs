@@ -71,8 +71,10 @@ async fn upgrade(
     let token = shared.sockets.token();
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        // An idle socket should cost little memory; tungstenite grows the buffer when needed.
-        .read_buffer_size(4 * 1024)
+        // tungstenite allocates the read buffer up front and keeps it for the socket's life, so an
+        // idle socket pays for it whole; 1 KiB holds a typical frame in one read, and the buffer
+        // grows to a larger frame's size when one comes (read 1 KiB per call).
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(limit * 2)
         .on_upgrade(move |socket| async move {

@@ -56,33 +56,45 @@ impl RouterHandle {
     /// [`Pending`] resolves once the envelope is delivered, stored or refused.
     ///
     /// Envelopes submitted one after another from one task are routed in that order.
-    pub async fn submit(&self, envelope: Envelope) -> Pending {
+    ///
+    /// The command is made before the returned future first waits, so that only it (a few words)
+    /// and not the envelope sits in that future, and so in every connection task that awaits one.
+    pub fn submit(&self, envelope: Envelope) -> impl Future<Output = Pending> + Send + '_ {
         let (reply, outcome) = oneshot::channel();
-        let command = Command::Submit { envelope, reply };
-        if self.commands.send(command).await.is_err() {
-            return Pending::ready(Outcome::Retryable("the gateway is shutting down".into()));
+        let command = Command::Submit { envelope: Arc::new(envelope), reply };
+        async move {
+            if self.commands.send(command).await.is_err() {
+                return Pending::ready(Outcome::Retryable("the gateway is shutting down".into()));
+            }
+            Pending(Waiting::Router(outcome))
         }
-        Pending(Waiting::Router(outcome))
     }
 
     /// Like [`Self::submit`], for what a sender names with her own id (a frame's `id`, a stanza's
     /// `id`): a resend of a message she sent lately is answered with the first copy's id and
-    /// outcome instead of being routed again (see `resends`).
-    pub async fn submit_message(&self, client_id: &str, envelope: Envelope) -> Submitted {
-        match self.recent.admit(client_id, &envelope) {
+    /// outcome instead of being routed again (see `resends`). Like `submit`, the returned future
+    /// holds the command only.
+    pub fn submit_message(&self, client_id: &str, envelope: Envelope) -> impl Future<Output = Submitted> + Send + '_ {
+        let (msg, outcome, command) = match self.recent.admit(client_id, &envelope) {
             Admission::Resend { msg, outcome } => {
                 tracing::debug!(msg = %msg, client_id, "resend of a message already routed");
                 ::metrics::counter!(metrics::RESENDS).increment(1);
-                Submitted { msg, pending: Pending(Waiting::Shared(outcome)), resend: true }
+                (msg, outcome, None)
             }
             Admission::New { outcome, reply } => {
                 let msg = envelope.id.clone();
-                if self.commands.send(Command::Submit { envelope, reply }).await.is_err() {
-                    // The reply is dropped with the command: the shared outcome says retry.
-                    tracing::debug!(msg = %msg, "router stopped before the message was routed");
-                }
-                Submitted { msg, pending: Pending(Waiting::Shared(outcome)), resend: false }
+                (msg, outcome, Some(Command::Submit { envelope: Arc::new(envelope), reply }))
             }
+        };
+        async move {
+            let resend = command.is_none();
+            if let Some(command) = command
+                && self.commands.send(command).await.is_err()
+            {
+                // The reply is dropped with the command: the shared outcome says retry.
+                tracing::debug!(msg = %msg, "router stopped before the message was routed");
+            }
+            Submitted { msg, pending: Pending(Waiting::Shared(outcome)), resend }
         }
     }
 
@@ -112,13 +124,13 @@ impl RouterHandle {
         let id = SessionId::next();
         let (outbound_tx, outbound_rx) = mpsc::channel(self.settings.session_capacity);
         let kick = CancellationToken::new();
-        let entry = SessionEntry {
+        let entry = Box::new(SessionEntry {
             id,
             adapter,
             outbound: outbound_tx,
             kick: kick.clone(),
             deliverable: false,
-        };
+        });
         let (reply, opened) = oneshot::channel();
         self.commands
             .send(Command::Open {

@@ -26,16 +26,17 @@ use crate::wake::{Wake, WakeSignal, WakeSignals};
 const REPLAY_PAGE: u32 = 128;
 const DEQUEUE_BATCH: usize = 64;
 
-// Deliveries are the common case: boxing them would add an allocation per message to save a
-// little room in a bounded queue.
-#[allow(clippy::large_enum_variant)]
+/// Kept to a few words: tokio allocates a channel's slots 32 at a time, at once, so every
+/// mailbox (one per user with a live session) pays for 32 commands even when idle. A delivery
+/// carries its envelope already shared, as its sessions will (no extra allocation per message);
+/// rare commands box what is large.
 pub(crate) enum MailboxCommand {
     Deliver {
-        envelope: Envelope,
+        envelope: Arc<Envelope>,
         reply: oneshot::Sender<Outcome>,
     },
     Open {
-        entry: SessionEntry,
+        entry: Box<SessionEntry>,
         newly_known: bool,
         reply: oneshot::Sender<Result<(), RouterError>>,
     },
@@ -51,7 +52,7 @@ pub(crate) enum MailboxCommand {
     },
     /// She sent a subscription stanza to `contact`.
     Sent {
-        contact: Address,
+        contact: Box<Address>,
         action: SubscriptionAction,
     },
 }
@@ -174,7 +175,7 @@ impl Mailbox {
             if self.replay_due {
                 self.replay_due = false;
                 if let Some(session) = self.sessions.iter().rev().find(|s| s.deliverable).map(|s| s.id) {
-                    self.replay(session).await;
+                    Box::pin(self.replay(session)).await;
                 }
             }
             if self.confirmed.len() >= DEQUEUE_BATCH || (inbox.is_empty() && self.inflight.is_empty()) {
@@ -196,17 +197,17 @@ impl Mailbox {
                 newly_known,
                 reply,
             } => {
-                let result = self.open(entry, newly_known).await;
+                let result = Box::pin(self.open(entry, newly_known)).await;
                 let _ = reply.send(result);
             }
-            MailboxCommand::Deliverable { session } => self.make_deliverable(session).await,
+            MailboxCommand::Deliverable { session } => Box::pin(self.make_deliverable(session)).await,
             MailboxCommand::Undeliverable { session } => self.make_undeliverable(session),
-            MailboxCommand::Close { session } => self.close(session).await,
-            MailboxCommand::Sent { contact, action } => self.sent_subscription(contact, action).await,
+            MailboxCommand::Close { session } => Box::pin(self.close(session)).await,
+            MailboxCommand::Sent { contact, action } => Box::pin(self.sent_subscription(*contact, action)).await,
         }
     }
 
-    async fn open(&mut self, entry: SessionEntry, newly_known: bool) -> Result<(), RouterError> {
+    async fn open(&mut self, entry: Box<SessionEntry>, newly_known: bool) -> Result<(), RouterError> {
         let user = self.me();
         let max = self.settings.max_sessions_per_user;
         if user.is_some() && self.sessions.len() >= max {
@@ -237,7 +238,7 @@ impl Mailbox {
         }
         ::metrics::gauge!(metrics::SESSIONS, "adapter" => entry.adapter).increment(1.0);
         tracing::debug!(owner = %self.owner, session = %entry.id, adapter = entry.adapter, "session opened");
-        self.sessions.push(entry);
+        self.sessions.push(*entry);
         Ok(())
     }
 
@@ -251,7 +252,7 @@ impl Mailbox {
         entry.deliverable = true;
         // Whatever waits in the store goes to this session first (and what is already on its way
         // to another session is skipped).
-        self.replay(session).await;
+        Box::pin(self.replay(session)).await;
     }
 
     fn make_undeliverable(&mut self, session: SessionId) {
@@ -310,16 +311,16 @@ impl Mailbox {
         }
     }
 
-    async fn deliver(&mut self, envelope: Envelope, reply: oneshot::Sender<Outcome>) {
+    async fn deliver(&mut self, envelope: Arc<Envelope>, reply: oneshot::Sender<Outcome>) {
         let to_self = matches!((&self.owner, envelope.from.as_user()), (Owner::User(me), Some(from)) if me == from);
         match &envelope.body {
             Body::Presence(presence) if to_self => {
-                let outcome = self.set_presence(presence.clone()).await;
+                let outcome = Box::pin(self.set_presence(presence.clone())).await;
                 let _ = reply.send(outcome);
                 return;
             }
             Body::Probe if matches!(self.owner, Owner::User(_)) => {
-                self.answer_probe(envelope.from.clone()).await;
+                Box::pin(self.answer_probe(envelope.from.clone())).await;
                 let _ = reply.send(Outcome::Accepted);
                 return;
             }
@@ -346,17 +347,8 @@ impl Mailbox {
             _ => {}
         }
 
-        if let (Body::Subscription { action }, false, Owner::User(user)) = (&envelope.body, to_self, &self.owner) {
-            let (action, user) = (*action, user.clone());
-            self.update_roster(envelope.from.clone(), action, Direction::Received).await;
-            if action == SubscriptionAction::Subscribe && self.settings.auto_accept_subscriptions {
-                let contact = match &envelope.from {
-                    Address::Remote(remote) => Address::Remote(remote.bare()),
-                    other => other.clone(),
-                };
-                let answer = Body::Subscription { action: SubscriptionAction::Subscribed };
-                self.submit(Envelope::new(Address::user(user), contact, answer)).await;
-            }
+        if let (Body::Subscription { action }, false) = (&envelope.body, to_self) {
+            Box::pin(self.received_subscription(envelope.from.clone(), *action)).await;
         }
         let queued_offline = envelope.body.is_queued_offline();
         let targets: Vec<SessionId> = self.sessions.iter().filter(|s| s.deliverable).map(|s| s.id).collect();
@@ -370,7 +362,6 @@ impl Mailbox {
             return;
         }
 
-        let envelope = Arc::new(envelope);
         if !queued_offline {
             // Presence and chat states are worth nothing late: a full session queue drops them.
             for session in targets {
@@ -405,6 +396,20 @@ impl Mailbox {
         }));
     }
 
+    /// A subscription stanza for her: her roster changes, and she may answer it at once.
+    async fn received_subscription(&mut self, from: Address, action: SubscriptionAction) {
+        let Some(user) = self.me() else { return };
+        self.update_roster(from.clone(), action, Direction::Received).await;
+        if action == SubscriptionAction::Subscribe && self.settings.auto_accept_subscriptions {
+            let contact = match from {
+                Address::Remote(remote) => Address::Remote(remote.bare()),
+                other => other,
+            };
+            let answer = Body::Subscription { action: SubscriptionAction::Subscribed };
+            self.submit(Envelope::new(Address::user(user), contact, answer)).await;
+        }
+    }
+
     /// Queues `outbound` for one session. A session that leaves its queue full for too long is a
     /// slow consumer: it is cut off, so it cannot hold the user's other sessions back.
     async fn send_to(&mut self, session: SessionId, outbound: Outbound) -> bool {
@@ -435,7 +440,7 @@ impl Mailbox {
             Completion::Live { envelope, reply, delivered: false } => {
                 // Her connection died before she had it (a phone losing its network): if no
                 // session is left, her phone is woken as if she had been offline all along.
-                let outcome = self.store_for_later(&envelope).await;
+                let outcome = Box::pin(self.store_for_later(&envelope)).await;
                 let _ = reply.send(outcome);
                 self.replay_due |= self.sessions.iter().any(|s| s.deliverable);
             }
@@ -654,7 +659,7 @@ impl Mailbox {
     async fn submit(&mut self, envelope: Envelope) {
         if let Some(router) = self.router.upgrade() {
             let (reply, _) = oneshot::channel();
-            let _ = router.send(Command::Submit { envelope, reply }).await;
+            let _ = router.send(Command::Submit { envelope: Arc::new(envelope), reply }).await;
         }
     }
 

@@ -72,14 +72,17 @@ impl RouterSettings {
     }
 }
 
+/// Small on purpose: every send to the router keeps one in its future, and so in the task of each
+/// connection that awaits it. The envelope is shared from here on (mailbox, sessions), so
+/// routing it allocates nothing more.
 pub(crate) enum Command {
     Submit {
-        envelope: Envelope,
+        envelope: Arc<Envelope>,
         reply: oneshot::Sender<Outcome>,
     },
     Open {
         owner: Owner,
-        entry: SessionEntry,
+        entry: Box<SessionEntry>,
         reply: oneshot::Sender<Result<(), RouterError>>,
     },
     ToMailbox {
@@ -190,7 +193,7 @@ impl Router {
         }
     }
 
-    fn route(&mut self, envelope: Envelope, reply: oneshot::Sender<Outcome>) {
+    fn route(&mut self, envelope: Arc<Envelope>, reply: oneshot::Sender<Outcome>) {
         let to = match &envelope.to {
             Address::User { user } => user.clone(),
             Address::Remote(_) => {
@@ -221,7 +224,7 @@ impl Router {
     fn note_sent_subscription(&mut self, envelope: &Envelope, to: Option<&UserId>) {
         if let (Body::Subscription { action }, Some(sender)) = (&envelope.body, envelope.from.as_user())
             && Some(sender) != to {
-                let command = MailboxCommand::Sent { contact: envelope.to.clone(), action: *action };
+                let command = MailboxCommand::Sent { contact: Box::new(envelope.to.clone()), action: *action };
                 self.forward(Owner::User(sender.clone()), command);
             }
     }

@@ -79,7 +79,8 @@ where
         connect.client_id.clone()
     };
 
-    let lease = match shared.context.router.open_session(user.clone(), NAME).await {
+    // The rare awaits are boxed: a task is as large as its largest await, for its whole life.
+    let lease = match Box::pin(shared.context.router.open_session(user.clone(), NAME)).await {
         Ok(lease) => lease,
         Err(error) => {
             // Too many sessions, or the gateway cannot record her: "server unavailable" is the
@@ -126,7 +127,7 @@ where
         End::Disconnect | End::Shutdown | End::TakenOver => {}
         End::Lost(reason) => {
             tracing::debug!(user = %user, %reason, "mqtt connection lost");
-            client.publish_will(&connect).await;
+            Box::pin(client.publish_will(&connect)).await;
         }
     }
     writer.shutdown().await;

@@ -20,6 +20,16 @@ pub(crate) enum IoError {
     WriteTimeout(Duration),
 }
 
+/// A buffer that grew past this for a burst or a large packet is released once it is empty, so
+/// that a connection idling after it costs little again.
+const KEEP_CAPACITY: usize = 4 * 1024;
+/// At most this much is reserved ahead of a packet's bytes: a client announcing a large packet
+/// and sending nothing more must not make the endpoint hold that much for it.
+const RESERVE_AHEAD: usize = 16 * 1024;
+
+/// Reading starts with an empty buffer (the first read takes what fits in the few bytes it
+/// reserves, then exactly what the packet announces), so an idle client costs only what its
+/// last packet needed.
 pub(crate) struct PacketReader<R> {
     half: R,
     buffer: BytesMut,
@@ -28,15 +38,21 @@ pub(crate) struct PacketReader<R> {
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
     pub fn new(half: R, max_packet: usize) -> Self {
-        Self { half, buffer: BytesMut::with_capacity(1024), max_packet }
+        Self { half, buffer: BytesMut::new(), max_packet }
     }
 
     /// Cancel-safe: a partly received packet stays in the buffer.
     pub async fn next(&mut self) -> Result<Packet, IoError> {
         loop {
             match Packet::read(&mut self.buffer, self.max_packet) {
-                Ok(packet) => return Ok(packet),
-                Err(CodecError::InsufficientBytes(_)) => {}
+                Ok(packet) => {
+                    if self.buffer.is_empty() && self.buffer.capacity() > KEEP_CAPACITY {
+                        self.buffer = BytesMut::new();
+                    }
+                    return Ok(packet);
+                }
+                // Read the rest of the packet in one go rather than in small steps.
+                Err(CodecError::InsufficientBytes(missing)) => self.buffer.reserve(missing.min(RESERVE_AHEAD)),
                 Err(error) => return Err(IoError::Malformed(error)),
             }
             if self.half.read_buf(&mut self.buffer).await? == 0 {
@@ -70,6 +86,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     }
 }
 
+/// Starts empty and grows with what is queued; released after a flush when a burst made it large.
 pub(crate) struct PacketWriter<W> {
     half: W,
     buffer: BytesMut,
@@ -78,7 +95,7 @@ pub(crate) struct PacketWriter<W> {
 
 impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     pub fn new(half: W, timeout: Duration) -> Self {
-        Self { half, buffer: BytesMut::with_capacity(1024), timeout }
+        Self { half, buffer: BytesMut::new(), timeout }
     }
 
     /// Queues a packet; it goes out at the next [`PacketWriter::flush`].
@@ -108,7 +125,11 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
             Ok(result) => result?,
             Err(_) => return Err(IoError::WriteTimeout(self.timeout)),
         }
-        self.buffer.clear();
+        if self.buffer.capacity() > KEEP_CAPACITY {
+            self.buffer = BytesMut::new();
+        } else {
+            self.buffer.clear();
+        }
         Ok(())
     }
 
