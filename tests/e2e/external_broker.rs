@@ -162,3 +162,38 @@ async fn the_gateway_reconnects_and_resubscribes_after_a_broker_restart() {
         assert!(tokio::time::Instant::now() < deadline, "no traffic after the broker restart");
     }
 }
+
+/// A burst fills the gateway's request queue to the broker with acknowledgements and ack frames;
+/// none may be dropped, or the broker's in-flight window fills and it stops delivering.
+#[tokio::test]
+async fn a_burst_through_the_broker_is_delivered_and_acknowledged_whole() {
+    const BURST: usize = 3_000;
+    let broker = Mosquitto::start(USERS).await;
+    let gateway = Gateway::start_with(&format!(
+        "[mqtt]\nurl = \"mqtt://gateway:gw-secret@{}\"\nclient_id = \"gw-test\"\n[limits]\nmessages_per_second = 1000000\n",
+        broker.address
+    ))
+    .await;
+    healthy(&gateway).await;
+    let mut carol = gateway.ws_user("carol").await;
+    let mut alice = broker_user(&broker, "alice", "alice-pw").await;
+    // Known to the gateway once her first frame is answered.
+    alice.send(message("warm-up", "carol", "hi")).await;
+    assert_eq!(alice.recv_type("ack").await["id"], "warm-up");
+    assert_eq!(carol.recv_type("message").await["body"], "hi");
+
+    for n in 0..BURST {
+        alice.send(message(&format!("b{n}"), "carol", &format!("burst {n}"))).await;
+    }
+    let mut bodies = std::collections::HashSet::new();
+    while bodies.len() < BURST {
+        let frame = carol.recv_type("message").await;
+        bodies.insert(frame["body"].as_str().unwrap_or_default().to_owned());
+    }
+    let mut acked = std::collections::HashSet::new();
+    while acked.len() < BURST {
+        let ack = alice.recv_type("ack").await;
+        acked.insert(ack["id"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!((bodies.len(), acked.len()), (BURST, BURST));
+}

@@ -150,6 +150,7 @@ pub(crate) async fn run(broker: Broker, settings: MqttSettings, context: Adapter
         deliveries_tx,
         awaiting_pkid: VecDeque::new(),
         inflight: HashMap::new(),
+        unqueued_acks: VecDeque::new(),
     };
     bridge.run(events, deliveries).await;
     poller.abort();
@@ -198,6 +199,10 @@ struct Bridge {
     awaiting_pkid: VecDeque<Option<Delivered>>,
     /// Proofs by packet id until the broker PUBACKs.
     inflight: HashMap<u16, Option<Delivered>>,
+    /// Acknowledgements that found rumqttc's queue full, in order, until it has room. Dropping
+    /// one would leave its message in the broker's in-flight window until the next reconnect,
+    /// and a full window stops the broker sending anything at all.
+    unqueued_acks: VecDeque<Publish>,
 }
 
 impl Bridge {
@@ -233,6 +238,8 @@ impl Bridge {
                     }
                 }
             }
+            // Every request rumqttc takes from its queue comes back as an event: room again.
+            self.retry_acks();
         }
         // Settle what was accepted before shutdown, within the gateway's grace period.
         while let Some((publish, user, frame)) = settling.next().await {
@@ -271,6 +278,10 @@ impl Bridge {
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(session_present = ack.session_present, "connected to the external broker");
+                // Those packet ids belonged to the last connection: the broker sends their
+                // messages again (same id, so the resend record answers them) and they are acked
+                // then.
+                self.unqueued_acks.clear();
                 self.context.health.set(HEALTH, true);
                 let topics = &self.settings.topics;
                 for filter in [topics.all(TopicKind::Out), topics.all(TopicKind::Presence)] {
@@ -373,11 +384,21 @@ impl Bridge {
         }
     }
 
-    /// Acknowledges an inbound PUBLISH. If rumqttc's queue is full (the broker is away) the ack
-    /// is dropped and the broker redelivers the PUBLISH to the persistent session.
-    fn ack(&self, publish: &Publish) {
-        if let Err(error) = self.client.try_ack(publish) {
-            tracing::debug!(%error, "ack not queued; the broker will redeliver");
+    /// Acknowledges an inbound PUBLISH, after any that are still waiting for room in rumqttc's
+    /// queue.
+    fn ack(&mut self, publish: &Publish) {
+        if self.unqueued_acks.is_empty() && self.client.try_ack(publish).is_ok() {
+            return;
+        }
+        self.unqueued_acks.push_back(publish.clone());
+    }
+
+    fn retry_acks(&mut self) {
+        while let Some(publish) = self.unqueued_acks.front() {
+            if self.client.try_ack(publish).is_err() {
+                return;
+            }
+            self.unqueued_acks.pop_front();
         }
     }
 

@@ -257,7 +257,9 @@ impl Router {
                 // retry; session bookkeeping is retried in the background so it is never lost.
                 match command {
                     MailboxCommand::Deliver { reply, envelope } => {
-                        tracing::warn!(user = %user, msg = %envelope.id, "mailbox full, refusing");
+                        // Counted, and logged below warning: under overload this happens per message.
+                        ::metrics::counter!(metrics::ERRORS, "adapter" => "router", "code" => "mailbox-full").increment(1);
+                        tracing::debug!(user = %user, msg = %envelope.id, "mailbox full, refusing");
                         let _ = reply.send(Outcome::Retryable("the recipient is overloaded".into()));
                     }
                     other => {
