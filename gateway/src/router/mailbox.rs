@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
+use super::awaiting::{Awaiting, Delivery, Proofs};
 use super::session::{Delivered, Outbound, SessionEntry};
 use super::{Command, RouterSettings};
 use crate::address::{Address, UserId};
@@ -57,20 +57,6 @@ pub(crate) enum MailboxCommand {
     },
 }
 
-/// A delivery whose proof is awaited.
-enum Completion {
-    Live {
-        envelope: Arc<Envelope>,
-        reply: oneshot::Sender<Outcome>,
-        delivered: bool,
-    },
-    Replayed {
-        seq: QueueSeq,
-        envelope: Arc<Envelope>,
-        delivered: bool,
-    },
-}
-
 /// Whose mailbox: a gateway user's, or a route's (a federating adapter's link, which carries
 /// every remote address).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -98,7 +84,7 @@ pub(crate) struct Mailbox {
     sessions: Vec<SessionEntry>,
     /// In delivery order, so that envelopes a dying session never confirmed are stored back in the
     /// order they were sent.
-    inflight: FuturesOrdered<BoxFuture<'static, Completion>>,
+    inflight: FuturesOrdered<Awaiting>,
     /// Length of the offline queue, loaded on first use.
     queue_len: Option<u64>,
     presence: Option<PresenceBody>,
@@ -155,8 +141,8 @@ impl Mailbox {
             let idle = self.sessions.is_empty() && self.inflight.is_empty();
             tokio::select! {
                 biased;
-                Some(completion) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    self.complete(completion).await;
+                Some((delivery, delivered)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.complete(delivery, delivered).await;
                 }
                 command = inbox.recv() => {
                     let Some(command) = command else { break };
@@ -183,8 +169,8 @@ impl Mailbox {
             }
         }
         // The router is gone (shutdown): settle what is still in flight so nothing is lost.
-        while let Some(completion) = self.inflight.next().await {
-            self.complete(completion).await;
+        while let Some((delivery, delivered)) = self.inflight.next().await {
+            self.complete(delivery, delivered).await;
         }
         self.flush_confirmed().await;
     }
@@ -300,13 +286,7 @@ impl Mailbox {
                 }
                 let seq = queued.seq;
                 self.handed_out.insert(seq);
-                self.inflight.push_back(Box::pin(async move {
-                    Completion::Replayed {
-                        seq,
-                        envelope,
-                        delivered: proof.await.is_ok(),
-                    }
-                }));
+                self.inflight.push_back(Awaiting::new(Delivery::Replayed { seq, envelope }, Proofs::One(proof)));
             }
         }
     }
@@ -386,14 +366,7 @@ impl Mailbox {
             let _ = reply.send(outcome);
             return;
         }
-        self.inflight.push_back(Box::pin(async move {
-            let results = futures::future::join_all(proofs).await;
-            Completion::Live {
-                envelope,
-                reply,
-                delivered: results.iter().any(Result::is_ok),
-            }
-        }));
+        self.inflight.push_back(Awaiting::new(Delivery::Live { envelope, reply }, Proofs::new(proofs)));
     }
 
     /// A subscription stanza for her: her roster changes, and she may answer it at once.
@@ -416,6 +389,15 @@ impl Mailbox {
         let Some(entry) = self.sessions.iter().find(|s| s.id == session) else {
             return false;
         };
+        // Room in the queue is the common case: no timer is armed for it.
+        let outbound = match entry.outbound.try_send(outbound) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Full(outbound)) => outbound,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.remove_session(session);
+                return false;
+            }
+        };
         match entry.outbound.send_timeout(outbound, self.settings.slow_consumer_timeout).await {
             Ok(()) => true,
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
@@ -432,24 +414,24 @@ impl Mailbox {
         }
     }
 
-    async fn complete(&mut self, completion: Completion) {
-        match completion {
-            Completion::Live { reply, delivered: true, .. } => {
+    async fn complete(&mut self, delivery: Delivery, delivered: bool) {
+        match (delivery, delivered) {
+            (Delivery::Live { reply, .. }, true) => {
                 let _ = reply.send(Outcome::Delivered);
             }
-            Completion::Live { envelope, reply, delivered: false } => {
+            (Delivery::Live { envelope, reply }, false) => {
                 // Her connection died before she had it (a phone losing its network): if no
                 // session is left, her phone is woken as if she had been offline all along.
                 let outcome = Box::pin(self.store_for_later(&envelope)).await;
                 let _ = reply.send(outcome);
                 self.replay_due |= self.sessions.iter().any(|s| s.deliverable);
             }
-            Completion::Replayed { seq, delivered: true, .. } => {
+            (Delivery::Replayed { seq, .. }, true) => {
                 self.handed_out.remove(&seq);
                 self.confirmed.push(seq);
             }
             // Still in the store: replayed to another session if she has one, else on her return.
-            Completion::Replayed { seq, envelope, delivered: false } => {
+            (Delivery::Replayed { seq, envelope }, false) => {
                 self.handed_out.remove(&seq);
                 // Her wakes were cleared when she connected: if no session is left to take it,
                 // she is woken for it when the last one closes.
@@ -551,8 +533,8 @@ impl Mailbox {
         if was_deliverable && !self.sessions.iter().any(|s| s.deliverable) {
             // Settle what that session had not confirmed before anything newer is stored, so the
             // offline queue keeps the original order.
-            while let Some(completion) = self.inflight.next().await {
-                self.complete(completion).await;
+            while let Some((delivery, delivered)) = self.inflight.next().await {
+                self.complete(delivery, delivered).await;
             }
         }
         if self.sessions.is_empty()

@@ -6,6 +6,7 @@
 //! presence — which keeps her traffic in order without locks. Adapters reach the router only
 //! through a [`RouterHandle`] (bounded channels) and see each other never.
 
+mod awaiting;
 mod handle;
 mod mailbox;
 mod resends;

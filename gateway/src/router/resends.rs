@@ -10,7 +10,7 @@
 //! (clients that number their messages from 1 again after a reinstall lose nothing).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Recent {
-    entries: HashMap<u64, Entry>,
+    entries: HashMap<u64, Entry, BuildHasherDefault<Prehashed>>,
     /// Keys in the order they were remembered, to forget the oldest first. A key remembered again
     /// appears twice; the older mention is skipped when its entry turns out newer.
     order: VecDeque<(Instant, u64)>,
@@ -104,6 +104,27 @@ impl Recent {
                 self.entries.remove(&key);
             }
         }
+    }
+}
+
+/// The map's keys are already hashes under the process's random key (`RecentMessages::hasher`):
+/// hashing them a second time, on every message, would add nothing.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
     }
 }
 

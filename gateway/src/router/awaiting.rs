@@ -1,0 +1,108 @@
+//! A delivery handed to sessions, waiting for their proofs of delivery.
+//!
+//! A named future rather than a boxed `async` block: the mailbox keeps one per delivery in
+//! flight, and with one live session (the common case) it waits on a single proof without
+//! `join_all` and without a heap allocation of its own.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures::future::JoinAll;
+use tokio::sync::oneshot;
+
+use crate::envelope::Envelope;
+use crate::outcome::Outcome;
+use crate::store::QueueSeq;
+
+/// What a delivery was, to settle once its proofs are in.
+pub(super) enum Delivery {
+    /// Routed live: its sender waits for the outcome.
+    Live { envelope: Arc<Envelope>, reply: oneshot::Sender<Outcome> },
+    /// Replayed from the offline queue.
+    Replayed { seq: QueueSeq, envelope: Arc<Envelope> },
+}
+
+/// Proofs from the sessions a delivery was handed to; delivered once any of them confirms, known
+/// once all have answered (or were dropped).
+pub(super) enum Proofs {
+    One(oneshot::Receiver<()>),
+    Many(JoinAll<oneshot::Receiver<()>>),
+}
+
+impl Proofs {
+    pub(super) fn new(mut proofs: Vec<oneshot::Receiver<()>>) -> Self {
+        match proofs.pop() {
+            Some(proof) if proofs.is_empty() => Self::One(proof),
+            Some(proof) => {
+                proofs.push(proof);
+                Self::Many(futures::future::join_all(proofs))
+            }
+            None => Self::Many(futures::future::join_all(proofs)),
+        }
+    }
+}
+
+pub(super) struct Awaiting {
+    proofs: Proofs,
+    delivery: Option<Delivery>,
+}
+
+impl Awaiting {
+    pub(super) fn new(delivery: Delivery, proofs: Proofs) -> Self {
+        Self { proofs, delivery: Some(delivery) }
+    }
+}
+
+impl Future for Awaiting {
+    /// The delivery, and whether a session confirmed it.
+    type Output = (Delivery, bool);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let delivered = match &mut self.proofs {
+            Proofs::One(proof) => ready!(Pin::new(proof).poll(cx)).is_ok(),
+            Proofs::Many(proofs) => ready!(Pin::new(proofs).poll(cx)).iter().any(Result::is_ok),
+        };
+        match self.delivery.take() {
+            Some(delivery) => Poll::Ready((delivery, delivered)),
+            // Polled again after completion: FuturesOrdered never does.
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{Address, UserId};
+    use crate::envelope::{Body, ChatState};
+
+    fn delivery() -> (Delivery, oneshot::Receiver<Outcome>) {
+        let user = Address::user(UserId::parse("bob").expect("valid"));
+        let envelope = Envelope::new(user.clone(), user, Body::ChatState { state: ChatState::Active });
+        let (reply, outcome) = oneshot::channel();
+        (Delivery::Live { envelope: Arc::new(envelope), reply }, outcome)
+    }
+
+    #[tokio::test]
+    async fn delivered_when_any_session_confirms_once_all_have_answered() {
+        let (first, first_proof) = oneshot::channel();
+        let (second, second_proof) = oneshot::channel::<()>();
+        let (delivery, _outcome) = delivery();
+        let awaiting = tokio::spawn(Awaiting::new(delivery, Proofs::new(vec![first_proof, second_proof])));
+        drop(second);
+        let _ = first.send(());
+        let (_, delivered) = awaiting.await.expect("joins");
+        assert!(delivered);
+    }
+
+    #[tokio::test]
+    async fn not_delivered_when_the_only_proof_is_dropped() {
+        let (proof, receiver) = oneshot::channel::<()>();
+        let (delivery, _outcome) = delivery();
+        drop(proof);
+        let (_, delivered) = Awaiting::new(delivery, Proofs::new(vec![receiver])).await;
+        assert!(!delivered);
+    }
+}
