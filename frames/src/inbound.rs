@@ -93,8 +93,10 @@ pub struct MessageFrame {
 
 /// A `message` frame, `type` included, for the one-pass reading of [`parse_client_frame`].
 /// Not `#[serde(flatten)]` over [`MessageFrame`]: that buffers every field first, which is the
-/// cost this pass avoids.
+/// cost this pass avoids. Unknown fields send the frame the careful way: skipping them here would
+/// not apply its limits (nesting depth) to what they hold.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TaggedMessage {
     #[serde(rename = "type")]
     _type: MessageTag,
@@ -307,6 +309,7 @@ mod tests {
 
     #[test]
     fn the_one_pass_reading_of_messages_agrees_with_the_careful_one() {
+        let deep = format!(r#"{{"type":"message","id":"d","to":"bob","body":"b","extra":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
         for payload in [
             r#"{"type":"message","id":"1","to":"bob","body":"hi"}"#,
             r#"{"body":"h\u00e9\"","to":"bob","type":"message","id":"2","thread":null,"kind":"normal","extra":{"a":[1,2]}}"#,
@@ -317,6 +320,7 @@ mod tests {
             r#"{"type":"message","id":"6","to":"bob","body":"hi","kind":"shout"}"#,
             r#"{"type":"message","id":"7","to":"bob","body":"hi"} trailing"#,
             r#"{"type":"presence","id":"8","show":"away"}"#,
+            deep.as_str(),
         ] {
             assert_eq!(
                 parse_client_frame(payload.as_bytes(), MAX),

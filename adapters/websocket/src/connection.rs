@@ -8,7 +8,7 @@ use futures::{SinkExt, StreamExt};
 use switchboard_frames::{ErrorCode, FrameSession, ServerFrame, count_error, parse_auth_frame};
 use switchboard_gateway::auth::Login;
 use switchboard_gateway::metrics::ERRORS;
-use switchboard_gateway::router::{Outbound, RouterError};
+use switchboard_gateway::router::{Delivered, Outbound, RouterError};
 
 use crate::adapter::NAME;
 use crate::routes::Shared;
@@ -17,6 +17,8 @@ use crate::routes::Shared;
 /// slow consumer).
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TRY_LATER: u16 = 1013;
+/// Frames queued after which the sink is flushed even if more work is ready.
+const FLUSH_FRAMES: usize = 64;
 
 pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<Shared>) {
     let (mut sink, mut stream) = socket.split();
@@ -73,16 +75,29 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
     tracing::debug!(user = %user, session = %lease.id, "websocket session ready");
 
     let mut replies = FuturesOrdered::new();
-    let shutdown = shared.context.shutdown.clone();
+    let shutdown = shared.context.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     let mut reading = true;
     let kicked = lease.kicked();
     tokio::pin!(kicked);
+    // Deliveries queued in the sink but not yet written: confirmed once they are.
+    let mut unwritten: Vec<Delivered> = Vec::new();
+    let mut unflushed_frames = 0usize;
     loop {
+        // Frames that are ready together go out in one write: the sink is flushed once nothing
+        // else is ready (the last branch below), or after a bounded batch.
+        if unflushed_frames >= FLUSH_FRAMES {
+            if writer.flush().await.is_err() { break; }
+            unwritten.drain(..).for_each(Delivered::confirm);
+            unflushed_frames = 0;
+        }
         tokio::select! {
             biased;
             Some(reply) = replies.next(), if !replies.is_empty() => {
-                if let Some(frame) = reply
-                    && writer.send(session.render(&frame)).await.is_err() { break; }
+                if let Some(frame) = reply {
+                    if writer.queue(session.render(&frame)).await.is_err() { break; }
+                    unflushed_frames += 1;
+                }
             }
             () = &mut kicked => {
                 let _ = writer.sink.send(close(CLOSE_TRY_LATER, "too slow")).await;
@@ -98,11 +113,15 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
             }
             outbound = lease.outbound.recv() => {
                 let Some(Outbound { envelope, delivered }) = outbound else { break };
-                if let Some(text) = session.render_envelope(&envelope)
-                    && writer.send(text).await.is_err() { break; }
-                if let Some(delivered) = delivered { delivered.confirm(); }
+                if let Some(text) = session.render_envelope(&envelope) {
+                    if writer.queue(text).await.is_err() { break; }
+                    unflushed_frames += 1;
+                    unwritten.extend(delivered);
+                } else if let Some(delivered) = delivered {
+                    delivered.confirm();
+                }
             }
-            () = shutdown.cancelled(), if reading => {
+            () = &mut shutdown, if reading => {
                 // Stop taking new frames; answer those already accepted, then close.
                 reading = false;
                 if replies.is_empty() { break; }
@@ -122,8 +141,17 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
                     }
                 }
             }
+            // Nothing else is ready: write what the turns before queued.
+            () = std::future::ready(()), if unflushed_frames > 0 => {
+                if writer.flush().await.is_err() { break; }
+                unwritten.drain(..).for_each(Delivered::confirm);
+                unflushed_frames = 0;
+            }
         }
         if !reading && replies.is_empty() {
+            if writer.flush().await.is_ok() {
+                unwritten.drain(..).for_each(Delivered::confirm);
+            }
             let _ = writer.sink.send(close(CLOSE_TRY_LATER, "server shutting down")).await;
             break;
         }
@@ -140,9 +168,27 @@ impl<S> Writer<'_, S>
 where
     S: futures::Sink<Message> + Unpin,
 {
-    /// A client that does not read for `timeout` is cut off rather than holding its queue.
+    /// Writes a frame at once.
     async fn send(&mut self, text: String) -> Result<(), ()> {
-        match tokio::time::timeout(self.timeout, self.sink.send(Message::Text(text.into()))).await {
+        self.queue(text).await?;
+        self.flush().await
+    }
+
+    /// Hands a frame to the sink; it is written at the next [`Writer::flush`] (or sooner, when
+    /// the sink's buffer fills).
+    async fn queue(&mut self, text: String) -> Result<(), ()> {
+        let result = tokio::time::timeout(self.timeout, self.sink.feed(Message::Text(text.into()))).await;
+        self.settle(result)
+    }
+
+    async fn flush(&mut self) -> Result<(), ()> {
+        let result = tokio::time::timeout(self.timeout, self.sink.flush()).await;
+        self.settle(result)
+    }
+
+    /// A client that does not read for `timeout` is cut off rather than holding its queue.
+    fn settle<E>(&self, result: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Result<(), ()> {
+        match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(()),
             Err(_) => {
