@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use switchboard_frames::{ErrorCode, FrameSession, ServerFrame, count_error, parse_auth_frame};
 use switchboard_gateway::auth::Login;
@@ -11,6 +11,7 @@ use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Outbound, RouterError, SessionLease};
 
 use crate::adapter::NAME;
+use crate::replies::Replies;
 use crate::routes::Shared;
 
 /// Close code 1008: policy violation (bad credentials); 1013: try again later (shutdown,
@@ -101,7 +102,7 @@ async fn relay(mut sink: Sink, mut stream: Stream, opened: Opened, shared: &Shar
     let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
     tokio::pin!(expiry);
     let mut writer = Writer { sink: &mut sink, timeout: shared.settings.write_timeout, user: &user };
-    let mut replies = FuturesOrdered::new();
+    let mut replies = Replies::new();
     let shutdown = shared.context.shutdown.clone();
     let mut reading = true;
     let kicked = lease.kicked();
