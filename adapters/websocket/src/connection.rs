@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::stream::FuturesOrdered;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use switchboard_frames::{ErrorCode, FrameSession, ServerFrame, count_error, parse_auth_frame};
 use switchboard_gateway::auth::Login;
 use switchboard_gateway::metrics::ERRORS;
-use switchboard_gateway::router::{Delivered, Outbound, RouterError};
+use switchboard_gateway::router::{Delivered, Outbound, RouterError, SessionLease};
 
 use crate::adapter::NAME;
+use crate::replies::Replies;
 use crate::routes::Shared;
 
 /// Close code 1008: policy violation (bad credentials); 1013: try again later (shutdown,
@@ -20,42 +21,63 @@ const CLOSE_TRY_LATER: u16 = 1013;
 /// Frames queued after which the sink is flushed even if more work is ready.
 const FLUSH_FRAMES: usize = 64;
 
-pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<Shared>) {
-    let (mut sink, mut stream) = socket.split();
+/// Splits the socket before anything is awaited: an `async fn` keeps its arguments for as long as
+/// it runs, and the socket (a few hundred bytes) would stay there beside the halves that now own it.
+pub(crate) fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<Shared>) -> impl Future<Output = ()> + Send {
+    let (sink, stream) = socket.split();
+    run(sink, stream, login, shared)
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+async fn run(mut sink: Sink, mut stream: Stream, login: Option<Login>, shared: Arc<Shared>) {
+    // Boxed, and so gone once done: authenticating and opening the session happen once, and as
+    // part of this future they would size it for the connection's whole life.
+    let Some(opened) = Box::pin(open(&mut sink, &mut stream, login, &shared)).await else {
+        return;
+    };
+    relay(sink, stream, opened, &shared).await;
+}
+
+/// A session opened for an authenticated client, which has its `ready`.
+struct Opened {
+    user: switchboard_gateway::UserId,
+    valid_until: std::time::SystemTime,
+    lease: SessionLease,
+    session: FrameSession,
+}
+
+async fn open(sink: &mut Sink, stream: &mut Stream, login: Option<Login>, shared: &Shared) -> Option<Opened> {
     let login = match login {
         Some(login) => login,
-        None => match first_frame_auth(&mut stream, &shared).await {
+        None => match first_frame_auth(stream, shared).await {
             Ok(login) => login,
             Err(frame) => {
                 count_error(NAME, ErrorCode::Forbidden);
                 let _ = sink.send(Message::Text(frame.to_json().into())).await;
                 let _ = sink.send(close(CLOSE_POLICY, "authentication failed")).await;
-                return;
+                return None;
             }
         },
     };
     let user = login.user.clone();
-    // The session ends with its token: a revoked user cannot stay connected on an old one.
-    let remaining = login.valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-    let expiry = tokio::time::sleep(remaining);
-    tokio::pin!(expiry);
     let router = &shared.context.router;
-    // Boxed: once per connection, and it would otherwise size this task for its whole life.
-    let mut lease = match Box::pin(router.open_session(user.clone(), NAME)).await {
+    let lease = match router.open_session(user.clone(), NAME).await {
         Ok(lease) => lease,
         Err(error @ RouterError::TooManySessions { .. }) => {
             count_error(NAME, ErrorCode::Unavailable);
             let frame = ServerFrame::error(None, ErrorCode::Unavailable, error.to_string());
             let _ = sink.send(Message::Text(frame.to_json().into())).await;
             let _ = sink.send(close(CLOSE_POLICY, "too many sessions")).await;
-            return;
+            return None;
         }
         Err(error) => {
             tracing::error!(user = %user, %error, "cannot open session");
             let frame = ServerFrame::error(None, ErrorCode::Unavailable, "cannot open a session now");
             let _ = sink.send(Message::Text(frame.to_json().into())).await;
             let _ = sink.send(close(CLOSE_TRY_LATER, "unavailable")).await;
-            return;
+            return None;
         }
     };
     let session = FrameSession::new(
@@ -66,15 +88,23 @@ pub(crate) async fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<S
         shared.counters.clone(),
     );
     let ready = ServerFrame::Ready { jid: session.jid() };
-    let write_timeout = shared.settings.write_timeout;
-    let mut writer = Writer { sink: &mut sink, timeout: write_timeout, user: &user };
+    let mut writer = Writer { sink, timeout: shared.settings.write_timeout, user: &user };
     if writer.send(session.render(&ready)).await.is_err() {
-        return;
+        return None;
     }
     lease.set_deliverable().await;
     tracing::debug!(user = %user, session = %lease.id, "websocket session ready");
+    Some(Opened { user, valid_until: login.valid_until, lease, session })
+}
 
-    let mut replies = FuturesOrdered::new();
+/// Frames both ways until either side stops.
+async fn relay(mut sink: Sink, mut stream: Stream, opened: Opened, shared: &Shared) {
+    let Opened { user, valid_until, mut lease, session } = opened;
+    // The session ends with its token: a revoked user cannot stay connected on an old one.
+    let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+    tokio::pin!(expiry);
+    let mut writer = Writer { sink: &mut sink, timeout: shared.settings.write_timeout, user: &user };
+    let mut replies = Replies::new();
     let shutdown = shared.context.shutdown.clone().cancelled_owned();
     tokio::pin!(shutdown);
     let mut reading = true;
@@ -202,7 +232,7 @@ where
 }
 
 async fn first_frame_auth(
-    stream: &mut futures::stream::SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     shared: &Shared,
 ) -> Result<Login, ServerFrame> {
     let refuse = |text: &str| ServerFrame::error(None, ErrorCode::Forbidden, text);

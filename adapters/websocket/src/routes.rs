@@ -7,6 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use futures::FutureExt;
 use serde::Deserialize;
 use switchboard_frames::{ErrorCode, FrameCounters, RateLimiter, ServerFrame, count_error};
 use switchboard_gateway::AdapterContext;
@@ -77,10 +78,13 @@ async fn upgrade(
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(limit * 2)
-        .on_upgrade(move |socket| async move {
-            connection::serve(socket, login, shared).await;
-            drop(token);
-            drop(slot);
+        // A combinator, not an async block: awaiting a future an async block captured would keep
+        // it twice in the connection's task.
+        .on_upgrade(move |socket| {
+            connection::serve(socket, login, shared).map(move |()| {
+                drop(token);
+                drop(slot);
+            })
         })
 }
 

@@ -82,7 +82,9 @@ pub(crate) async fn serve(listeners: Listeners, settings: MqttSettings, context:
                     let (read_half, write_half) = stream.into_split();
                     connection::serve(read_half, write_half, peer, shared).await;
                 }
-                Some(acceptor) => serve_tls(stream, peer, &acceptor, shared).await,
+                // Boxed: the handshake is large, and the task of every plain connection would
+                // otherwise be sized for it.
+                Some(acceptor) => Box::pin(serve_tls(stream, peer, &acceptor, shared)).await,
             }
             drop(slot);
         });
