@@ -231,16 +231,18 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
 /// XEP-0114 has no acknowledgements: a stanza written to the server may die with the server.
 /// So a stanza counts as delivered only once a ping sent after it has come back: the component
 /// pings its own domain, which the server routes back to it, after everything written before
-/// (a server handles a stream in order). One ping covers every stanza written while the previous
-/// one was out, or within [`PING_GATHER`] of the first of them: a ping per message would double
-/// the server's work at moderate load. A ping that does not come back in time means the link is
-/// dead.
+/// (a server handles a stream in order). A ping covers the stanzas written within [`PING_GATHER`]
+/// of the first unconfirmed one (or [`BATCH`] of them): a ping per message would double the
+/// server's work at moderate load. Up to [`PINGS_OUT`] are out at once, and an answer vouches for
+/// the pings before it too. A ping that does not come back in time means the link is dead.
 #[derive(Default)]
 struct Acknowledgements {
     written: Vec<Delivered>,
     /// When the oldest of `written` was written.
     first_written: Option<tokio::time::Instant>,
-    outstanding: Option<Outstanding>,
+    /// Pings out, oldest first. Several may be out at once: with one, the stanzas written while
+    /// it travels wait a whole round trip for theirs, and the senders' windows stall on that.
+    outstanding: std::collections::VecDeque<Outstanding>,
     sequence: u64,
 }
 
@@ -255,6 +257,8 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long stanzas written since the last ping may wait for more before a ping covers them
 /// (senders wait this much longer for their `ack`, never for the message itself).
 const PING_GATHER: Duration = Duration::from_millis(2);
+/// Delivery pings out at once at most.
+const PINGS_OUT: usize = 8;
 
 impl Acknowledgements {
     fn written(&mut self, delivered: Delivered) {
@@ -262,16 +266,16 @@ impl Acknowledgements {
         self.written.push(delivered);
     }
 
-    /// When the stanzas written so far should get their ping, if none is out.
+    /// When the stanzas written so far should get their ping, if another may go out.
     fn ping_due(&self) -> Option<tokio::time::Instant> {
-        match (&self.outstanding, self.first_written) {
-            (None, Some(first)) => Some(first + PING_GATHER),
+        match self.first_written {
+            Some(first) if self.outstanding.len() < PINGS_OUT => Some(first + PING_GATHER),
             _ => None,
         }
     }
 
     fn ping_if_needed(&mut self, component: &str) -> Option<Element> {
-        if self.outstanding.is_some() || self.written.is_empty() {
+        if self.outstanding.len() >= PINGS_OUT || self.written.is_empty() {
             return None;
         }
         let gathered = self.written.len() >= BATCH;
@@ -282,7 +286,7 @@ impl Acknowledgements {
         self.sequence += 1;
         let id = format!("ack-{}", self.sequence);
         let ping = ping_to(component, component, &id);
-        self.outstanding = Some(Outstanding {
+        self.outstanding.push_back(Outstanding {
             id,
             proofs: std::mem::take(&mut self.written),
             deadline: tokio::time::Instant::now() + ACK_TIMEOUT,
@@ -291,19 +295,22 @@ impl Acknowledgements {
     }
 
     fn deadline(&self) -> Option<tokio::time::Instant> {
-        self.outstanding.as_ref().map(|o| o.deadline)
+        self.outstanding.front().map(|o| o.deadline)
     }
 
     /// True when `stanza` is our delivery ping come back (from our own domain, so nobody else
     /// can fake it).
     fn answered(&mut self, stanza: &Element, component: &str) -> bool {
-        let ours = stanza.name() == "iq"
-            && stanza.attr("from") == Some(component)
-            && self.outstanding.as_ref().is_some_and(|o| stanza.attr("id") == Some(o.id.as_str()));
-        if ours && let Some(outstanding) = self.outstanding.take() {
+        let answered = (stanza.name() == "iq" && stanza.attr("from") == Some(component))
+            .then(|| stanza.attr("id"))
+            .flatten()
+            .and_then(|id| self.outstanding.iter().position(|o| o.id == id));
+        let Some(position) = answered else { return false };
+        // The server handles the stream in order: this answer vouches for every ping before it.
+        for outstanding in self.outstanding.drain(..=position) {
             outstanding.proofs.into_iter().for_each(Delivered::confirm);
         }
-        ours
+        true
     }
 }
 
