@@ -62,6 +62,8 @@ impl RouterHandle {
     pub fn submit(&self, envelope: Envelope) -> impl Future<Output = Pending> + Send + '_ {
         let (reply, outcome) = oneshot::channel();
         let command = Command::Submit { envelope: Arc::new(envelope), reply };
+        // Yielding the outcome still to come, not waiting for it, is the point of this future.
+        #[allow(clippy::async_yields_async)]
         async move {
             if self.commands.send(command).await.is_err() {
                 return Pending::ready(Outcome::Retryable("the gateway is shutting down".into()));
