@@ -70,7 +70,7 @@ impl FrameSession {
     pub async fn accept(&self, payload: &[u8]) -> Reply {
         let (id, envelope) = match self.admit(payload) {
             Ok(admitted) => admitted,
-            Err(reply) => return reply,
+            Err(error) => return self.refuse(error),
         };
         match id.as_deref() {
             // A message she resends because no `ack` reached her is answered, not routed twice.
@@ -88,24 +88,19 @@ impl FrameSession {
     }
 
     /// Parses, counts and rate-limits one frame, and makes its envelope.
-    fn admit(&self, payload: &[u8]) -> Result<(Option<String>, Envelope), Reply> {
+    fn admit(&self, payload: &[u8]) -> Result<(Option<String>, Envelope), FrameError> {
         let frame = parse_client_frame(payload, self.max_frame_bytes);
         let type_name = frame.as_ref().map_or("invalid", |f| f.type_name());
         self.counters.frame_in(type_name);
         // Every frame counts against the rate, valid or not.
         let allowed = self.limiter.allow(&self.user);
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(error) => return Err(self.refuse(error)),
-        };
+        let frame = frame?;
         let id = frame.id().map(str::to_owned);
         if !allowed {
-            return Err(self.refuse(FrameError::new(id, ErrorCode::RateLimited, "slow down")));
+            return Err(FrameError::new(id, ErrorCode::RateLimited, "slow down"));
         }
-        match frame_to_envelope(frame, &self.user, &self.domain) {
-            Ok(envelope) => Ok((id, envelope)),
-            Err(error) => Err(self.refuse(error)),
-        }
+        let envelope = frame_to_envelope(frame, &self.user, &self.domain)?;
+        Ok((id, envelope))
     }
 
     fn refuse(&self, FrameError { id, code, text }: FrameError) -> Reply {

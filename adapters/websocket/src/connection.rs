@@ -104,7 +104,7 @@ async fn relay(mut sink: Sink, mut stream: Stream, opened: Opened, shared: &Shar
     let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
     tokio::pin!(expiry);
     let mut writer = Writer { sink: &mut sink, timeout: shared.settings.write_timeout, user: &user };
-    let mut replies = Replies::new();
+    let mut replies = Replies::default();
     let shutdown = shared.context.shutdown.clone().cancelled_owned();
     tokio::pin!(shutdown);
     let mut reading = true;

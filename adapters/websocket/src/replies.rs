@@ -10,11 +10,13 @@ use futures::stream::FuturesOrdered;
 /// connection that sits idle should not pay for.
 pub(crate) struct Replies<F: Future>(Option<FuturesOrdered<F>>);
 
-impl<F: Future> Replies<F> {
-    pub fn new() -> Self {
+impl<F: Future> Default for Replies<F> {
+    fn default() -> Self {
         Self(None)
     }
+}
 
+impl<F: Future> Replies<F> {
     pub fn push_back(&mut self, reply: F) {
         self.0.get_or_insert_with(FuturesOrdered::new).push_back(reply);
     }
@@ -40,7 +42,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_come_in_order_and_the_queue_is_released_when_drained() {
-        let mut replies = Replies::new();
+        let mut replies = Replies::default();
         assert!(replies.is_empty());
         let (first, second) = (tokio::sync::oneshot::channel::<u8>(), tokio::sync::oneshot::channel::<u8>());
         replies.push_back(first.1);
