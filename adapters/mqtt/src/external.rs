@@ -14,7 +14,7 @@
 //! certificate the gateway does not trust is a failed connection like any other: retried with
 //! backoff, `mqtt` failing in `/healthz` meanwhile.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,9 @@ use tokio::task::AbortHandle;
 use crate::adapter::NAME;
 use crate::config::MqttSettings;
 use crate::topics::TopicKind;
+
+mod requests;
+use requests::Requests;
 
 pub(crate) const HEALTH: &str = "mqtt";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -141,16 +144,14 @@ pub(crate) async fn run(broker: Broker, settings: MqttSettings, context: Adapter
     let poller = tokio::spawn(poll(eventloop, events_tx));
     let (deliveries_tx, deliveries) = mpsc::channel(1024);
     let mut bridge = Bridge {
-        client,
+        requests: Requests::new(client),
         settings,
         context,
         sessions: HashMap::new(),
         counters: FrameCounters::new(NAME),
         online: HashMap::new(),
         deliveries_tx,
-        awaiting_pkid: VecDeque::new(),
         inflight: HashMap::new(),
-        unqueued_acks: VecDeque::new(),
     };
     bridge.run(events, deliveries).await;
     poller.abort();
@@ -185,7 +186,7 @@ async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Result<Eve
 type Settled = BoxFuture<'static, (Publish, UserId, Option<ServerFrame>)>;
 
 struct Bridge {
-    client: AsyncClient,
+    requests: Requests,
     settings: MqttSettings,
     context: AdapterContext,
     /// Frame handling per user who has published.
@@ -195,14 +196,8 @@ struct Bridge {
     /// deliveries.
     online: HashMap<UserId, AbortHandle>,
     deliveries_tx: mpsc::Sender<(UserId, Outbound)>,
-    /// Proofs for publishes handed to rumqttc, in order, until it tells their packet id.
-    awaiting_pkid: VecDeque<Option<Delivered>>,
     /// Proofs by packet id until the broker PUBACKs.
     inflight: HashMap<u16, Option<Delivered>>,
-    /// Acknowledgements that found rumqttc's queue full, in order, until it has room. Dropping
-    /// one would leave its message in the broker's in-flight window until the next reconnect,
-    /// and a full window stops the broker sending anything at all.
-    unqueued_acks: VecDeque<Publish>,
 }
 
 impl Bridge {
@@ -214,20 +209,24 @@ impl Bridge {
         let mut settling: FuturesUnordered<Settled> = FuturesUnordered::new();
         let shutdown = self.context.shutdown.clone();
         loop {
+            // While the broker is behind, new work waits where it is: deliveries in the router's
+            // queues, inbound frames unacknowledged in the broker's in-flight window. Its events
+            // are always read, since they are what make room.
+            let room = self.requests.has_room();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some((publish, user, frame)) = settling.next(), if !settling.is_empty() => {
+                Some((publish, user, frame)) = settling.next(), if room && !settling.is_empty() => {
                     if let Some(frame) = frame {
-                        self.publish_frame(&user, &frame, None).await;
+                        self.publish_frame(&user, &frame, None);
                     }
                     // Acked only now: a crash before this point makes the broker send it again.
-                    self.ack(&publish);
+                    self.ack(publish);
                 }
-                Some((user, Outbound { envelope, delivered })) = deliveries.recv() => {
+                Some((user, Outbound { envelope, delivered })) = deliveries.recv(), if room => {
                     let frame = self.session(&user).frame_for(&envelope);
                     match frame {
-                        Some(frame) => self.publish_frame(&user, &frame, delivered).await,
+                        Some(frame) => self.publish_frame(&user, &frame, delivered),
                         None => if let Some(delivered) = delivered { delivered.confirm() },
                     }
                 }
@@ -239,17 +238,17 @@ impl Bridge {
                 }
             }
             // Every request rumqttc takes from its queue comes back as an event: room again.
-            self.retry_acks();
+            self.requests.send_unsent();
         }
         // Settle what was accepted before shutdown, within the gateway's grace period.
         while let Some((publish, user, frame)) = settling.next().await {
             if let Some(frame) = frame {
-                self.publish_frame(&user, &frame, None).await;
+                self.publish_frame(&user, &frame, None);
             }
-            self.ack(&publish);
+            self.ack(publish);
         }
         self.go_offline_all();
-        let _ = self.client.disconnect().await;
+        let _ = self.requests.client().disconnect().await;
     }
 
     fn session(&mut self, user: &UserId) -> &FrameSession {
@@ -271,7 +270,7 @@ impl Bridge {
                 self.context.health.set(HEALTH, false);
                 // Unconfirmed deliveries go back to the store, and users count as offline until
                 // the broker tells their presence again.
-                self.awaiting_pkid.clear();
+                self.requests.connection_lost();
                 self.inflight.clear();
                 self.go_offline_all();
                 None
@@ -281,18 +280,18 @@ impl Bridge {
                 // Those packet ids belonged to the last connection: the broker sends their
                 // messages again (same id, so the resend record answers them) and they are acked
                 // then.
-                self.unqueued_acks.clear();
+                self.requests.connected();
                 self.context.health.set(HEALTH, true);
                 let topics = &self.settings.topics;
                 for filter in [topics.all(TopicKind::Out), topics.all(TopicKind::Presence)] {
-                    if let Err(error) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                    if let Err(error) = self.requests.client().try_subscribe(filter, QoS::AtLeastOnce) {
                         tracing::warn!(%error, "cannot subscribe on the external broker");
                     }
                 }
                 None
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                let proof = self.awaiting_pkid.pop_front().flatten();
+                let proof = self.requests.published();
                 if pkid != 0 {
                     self.inflight.insert(pkid, proof);
                 }
@@ -311,7 +310,7 @@ impl Bridge {
 
     async fn on_publish(&mut self, publish: Publish) -> Option<Settled> {
         let Some((user, kind)) = self.settings.topics.parse(&publish.topic) else {
-            self.ack(&publish);
+            self.ack(publish);
             return None;
         };
         match kind {
@@ -342,7 +341,7 @@ impl Bridge {
                 }))
             }
             TopicKind::In => {
-                self.ack(&publish);
+                self.ack(publish);
                 None
             }
         }
@@ -384,34 +383,14 @@ impl Bridge {
         }
     }
 
-    /// Acknowledges an inbound PUBLISH, after any that are still waiting for room in rumqttc's
-    /// queue.
-    fn ack(&mut self, publish: &Publish) {
-        if self.unqueued_acks.is_empty() && self.client.try_ack(publish).is_ok() {
-            return;
-        }
-        self.unqueued_acks.push_back(publish.clone());
+    fn ack(&mut self, publish: Publish) {
+        self.requests.ack(publish);
     }
 
-    fn retry_acks(&mut self) {
-        while let Some(publish) = self.unqueued_acks.front() {
-            if self.client.try_ack(publish).is_err() {
-                return;
-            }
-            self.unqueued_acks.pop_front();
-        }
-    }
-
-    async fn publish_frame(&mut self, user: &UserId, frame: &ServerFrame, delivered: Option<Delivered>) {
+    fn publish_frame(&mut self, user: &UserId, frame: &ServerFrame, delivered: Option<Delivered>) {
         let text = self.session(user).render(frame);
         let topic = self.settings.topics.topic(user, TopicKind::In);
-        // Never wait for room in rumqttc's queue: while the broker is away it does not drain, and
-        // this loop must keep reading its events. A frame that does not fit is not delivered,
-        // so its envelope goes back to the store.
-        match self.client.try_publish(topic, QoS::AtLeastOnce, false, text) {
-            Ok(()) => self.awaiting_pkid.push_back(delivered),
-            Err(error) => tracing::debug!(user = %user, %error, "broker queue full; frame kept for later"),
-        }
+        self.requests.publish(topic, text.into_bytes(), delivered);
     }
 }
 
