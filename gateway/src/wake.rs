@@ -96,6 +96,15 @@ pub struct WakeTarget {
     pub notified_at: Option<Timestamp>,
 }
 
+/// What a waking adapter needs to decide about one user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WakeLookup {
+    /// Its `newest.user` is hers.
+    pub summary: WakeSummary,
+    /// Oldest registration first.
+    pub targets: Vec<WakeTarget>,
+}
+
 /// A device of `user` has been told of every wake up to `covered`, at `at`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Notified {
@@ -154,12 +163,9 @@ impl WakeOutbox {
         self.0.users_with_wakes()
     }
 
-    pub fn summary<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Option<WakeSummary>> {
-        self.0.wake_summary(user)
-    }
-
-    pub fn targets<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<WakeTarget>> {
-        self.0.wake_targets(user)
+    /// What waits for each of `users`, and her devices; users with nothing waiting are left out.
+    pub fn look_up<'a>(&'a self, users: &'a [UserId]) -> StoreFuture<'a, Vec<WakeLookup>> {
+        self.0.wake_lookups(users)
     }
 
     /// Records, in one transaction, that each device has been told of every wake up to its

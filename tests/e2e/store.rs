@@ -76,6 +76,7 @@ on_both_backends!(
     devices_remember_what_they_were_told,
     a_user_keeps_at_most_twenty_devices,
     concurrent_appends_are_committed_together_and_each_in_order,
+    one_lookup_reads_the_outboxes_and_devices_of_many_users,
 );
 
 fn user(name: &str) -> UserId {
@@ -613,6 +614,43 @@ async fn devices_remember_what_they_were_told(db: Db) {
     assert!(store.remove_device(Platform::Apns, "abcdef").await.expect("remove"));
     assert!(!store.remove_device(Platform::Apns, "abcdef").await.expect("remove again"));
     assert!(store.wake_targets(&alice).await.expect("targets").is_empty());
+}
+
+async fn one_lookup_reads_the_outboxes_and_devices_of_many_users(db: Db) {
+    let store = db.open().await;
+    // More users than one query takes, so the lookup is split and put together again.
+    let users: Vec<UserId> = (0..300).map(|n| user(&format!("w{n}"))).collect();
+    for (n, who) in users.iter().enumerate() {
+        let queue = QueueName::user(who);
+        // Every third user has a device but nothing waiting; of the others, some have nothing at
+        // all and the rest 1, 2 or 3 wakes and as many devices.
+        let waiting = n % 4;
+        if n % 3 == 0 {
+            store.register_device(who, &device(Platform::Fcm, &format!("idle-{n}"), None, None)).await.expect("register");
+            continue;
+        }
+        for k in 0..waiting {
+            store.register_device(who, &device(Platform::Fcm, &format!("t{n}-{k}"), None, None)).await.expect("register");
+            let envelope = message(who, &format!("{n}-{k}"));
+            let wake = Wake::for_envelope(who, &envelope).expect("a message wakes");
+            store.enqueue_waking(&queue, &envelope, &wake).await.expect("enqueue");
+        }
+    }
+    let mut asked = users.clone();
+    asked.push(user("nobody"));
+    let found = store.wake_lookups(&asked).await.expect("lookups");
+
+    let mut expected = 0;
+    for who in &users {
+        let Some(summary) = store.wake_summary(who).await.expect("summary") else { continue };
+        expected += 1;
+        let lookup = found.iter().find(|l| &l.summary.newest.user == who).expect("every user with wakes is found");
+        assert_eq!(lookup.summary, summary, "{who}: the same summary as read alone");
+        assert_eq!(lookup.targets, store.wake_targets(who).await.expect("targets"), "{who}: her devices, oldest first");
+    }
+    assert!(expected >= 100, "the test covers many users: {expected}");
+    assert_eq!(found.len(), expected, "users with nothing waiting are left out");
+    assert!(store.wake_lookups(&[]).await.expect("empty").is_empty());
 }
 
 async fn a_user_keeps_at_most_twenty_devices(db: Db) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use switchboard_config::PushContent;
 use switchboard_gateway::health::Health;
-use switchboard_gateway::wake::{Notified, WakeOutbox, WakeSeq, WakeSignal, WakeSummary, WakeTarget};
+use switchboard_gateway::wake::{Notified, WakeLookup, WakeOutbox, WakeSeq, WakeSignal, WakeSummary, WakeTarget};
 use switchboard_gateway::{DeviceRegistration, Domain, Platform, Timestamp, UserId};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{AbortHandle, Id as TaskId, JoinSet};
@@ -36,9 +36,12 @@ const MAX_AUTH_PAUSE: Duration = Duration::from_secs(600);
 /// Consecutive "later" answers after which a provider counts as down in `/healthz`.
 const UNHEALTHY_AFTER: u32 = 3;
 const STORE_RETRY: Duration = Duration::from_secs(5);
-/// Users whose outbox and devices are being read at once: the reads are store round trips, and
-/// one at a time would make the store's latency the notification rate.
-const MAX_LOOKUPS: usize = 32;
+/// Lookups of due users' outboxes and devices under way at once. Each reads every user that was
+/// due when it started, in two store round trips, so under load the batches grow instead of the
+/// round trips.
+const MAX_LOOKUPS: usize = 4;
+/// Users per lookup, to bound the queries' size and the time before the first of them is sent.
+const USERS_PER_LOOKUP: usize = 512;
 /// At shutdown, sends already on the wire get this long to report, so they are not repeated.
 const SHUTDOWN_SETTLE: Duration = Duration::from_secs(2);
 
@@ -87,8 +90,8 @@ struct InFlight {
     abort: AbortHandle,
 }
 
-/// What the store says about a due user.
-type Lookup = (UserId, Result<Option<(WakeSummary, Vec<WakeTarget>)>, String>);
+/// What the store says about due users.
+type Lookup = (Vec<UserId>, Result<Vec<WakeLookup>, String>);
 
 struct Report {
     user: UserId,
@@ -117,9 +120,9 @@ pub struct Dispatcher {
     /// a send of hers is in flight, so what is read is never older than what was sent.
     looking_up: HashSet<UserId>,
     lookups: JoinSet<Lookup>,
-    lookup_ids: HashMap<TaskId, UserId>,
-    /// Due users waiting for a lookup slot.
-    waiting: std::collections::VecDeque<UserId>,
+    lookup_ids: HashMap<TaskId, Vec<UserId>>,
+    /// Due users waiting for the next lookup, in the order they became due.
+    waiting: indexmap::IndexSet<UserId>,
     sends: JoinSet<Report>,
 }
 
@@ -154,7 +157,7 @@ impl Dispatcher {
             looking_up: HashSet::new(),
             lookups: JoinSet::new(),
             lookup_ids: HashMap::new(),
-            waiting: std::collections::VecDeque::new(),
+            waiting: indexmap::IndexSet::new(),
             sends: JoinSet::new(),
         }
     }
@@ -174,28 +177,19 @@ impl Dispatcher {
                     WakeSignal::Online(user) => self.forget(&user),
                 },
                 user = self.timers.next_due() => self.look_up(user),
-                Some(joined) = self.lookups.join_next_with_id(), if !self.lookups.is_empty() => {
-                    match joined {
-                        Ok((id, (user, found))) => {
-                            self.lookup_ids.remove(&id);
-                            self.found(user, found);
-                        }
-                        // A bug, not the store: she is looked up again later.
-                        Err(error) => {
-                            if let Some(user) = self.lookup_ids.remove(&error.id()) {
-                                self.looking_up.remove(&user);
-                                self.timers.schedule(user, Instant::now() + STORE_RETRY);
-                            }
+                Some(joined) = self.lookups.join_next_with_id(), if !self.lookups.is_empty() => match joined {
+                    Ok((id, (users, found))) => {
+                        self.lookup_ids.remove(&id);
+                        self.found(users, found);
+                    }
+                    // A bug, not the store: they are looked up again later.
+                    Err(error) => {
+                        for user in self.lookup_ids.remove(&error.id()).unwrap_or_default() {
+                            self.looking_up.remove(&user);
+                            self.timers.schedule(user, Instant::now() + STORE_RETRY);
                         }
                     }
-                    while let Some(user) = self.waiting.pop_front() {
-                        if self.lookups.len() >= MAX_LOOKUPS {
-                            self.waiting.push_front(user);
-                            break;
-                        }
-                        self.look_up(user);
-                    }
-                }
+                },
                 Some(joined) = self.sends.join_next_with_id(), if !self.sends.is_empty() => {
                     self.joined(joined).await;
                     // Every answer already in is settled before one write records them all.
@@ -205,6 +199,7 @@ impl Dispatcher {
                     self.flush_marks().await;
                 }
             }
+            self.start_lookups();
         }
         let deadline = Instant::now() + SHUTDOWN_SETTLE;
         while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.sends.join_next_with_id()).await {
@@ -233,7 +228,7 @@ impl Dispatcher {
         self.dirty.remove(user);
         // A lookup on its way may have read the outbox before she came back: its answer is dropped.
         self.looking_up.remove(user);
-        self.waiting.retain(|w| w != user);
+        self.waiting.shift_remove(user);
         for flight in self.inflight.values().filter(|f| &f.user == user) {
             flight.abort.abort();
         }
@@ -241,37 +236,51 @@ impl Dispatcher {
         self.told.retain(|_, t| &t.user != user);
     }
 
-    /// Reads her outbox and devices in the background, unless that is already under way or a
-    /// send of hers is in flight (she is then visited again when it settles).
+    /// Marks her to be read from the store with the next lookup, unless that is already under way
+    /// or a send of hers is in flight (she is then visited again when it settles).
     fn look_up(&mut self, user: UserId) {
         if self.looking_up.contains(&user) || self.busy.contains_key(&user) {
             self.dirty.insert(user);
             return;
         }
-        if self.lookups.len() >= MAX_LOOKUPS {
-            if !self.waiting.contains(&user) {
-                self.waiting.push_back(user);
-            }
-            return;
-        }
-        self.looking_up.insert(user.clone());
-        let outbox = self.outbox.clone();
-        let owner = user.clone();
-        let handle = self.lookups.spawn(async move {
-            let found = async {
-                let Some(summary) = outbox.summary(&user).await.map_err(|e| e.to_string())? else {
-                    return Ok(None);
-                };
-                let targets = outbox.targets(&user).await.map_err(|e| e.to_string())?;
-                Ok(Some((summary, targets)))
-            }
-            .await;
-            (user, found)
-        });
-        self.lookup_ids.insert(handle.id(), owner);
+        self.waiting.insert(user);
     }
 
-    fn found(&mut self, user: UserId, found: Result<Option<(WakeSummary, Vec<WakeTarget>)>, String>) {
+    /// Reads the outbox and devices of waiting users in the background, while lookups are free.
+    fn start_lookups(&mut self) {
+        while !self.waiting.is_empty() && self.lookups.len() < MAX_LOOKUPS {
+            let take = self.waiting.len().min(USERS_PER_LOOKUP);
+            let users: Vec<UserId> = self.waiting.drain(..take).collect();
+            self.looking_up.extend(users.iter().cloned());
+            let outbox = self.outbox.clone();
+            let batch = users.clone();
+            let handle = self.lookups.spawn(async move {
+                let found = outbox.look_up(&batch).await.map_err(|e| e.to_string());
+                (batch, found)
+            });
+            self.lookup_ids.insert(handle.id(), users);
+        }
+    }
+
+    fn found(&mut self, users: Vec<UserId>, found: Result<Vec<WakeLookup>, String>) {
+        match found {
+            Ok(lookups) => {
+                let mut waiting: HashMap<UserId, WakeLookup> =
+                    lookups.into_iter().map(|lookup| (lookup.summary.newest.user.clone(), lookup)).collect();
+                for user in users {
+                    let lookup = waiting.remove(&user);
+                    self.found_one(user, Ok(lookup.map(|l| (l.summary, l.targets))));
+                }
+            }
+            Err(error) => {
+                for user in users {
+                    self.found_one(user, Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn found_one(&mut self, user: UserId, found: Result<Option<(WakeSummary, Vec<WakeTarget>)>, String>) {
         if !self.looking_up.remove(&user) {
             return;
         }

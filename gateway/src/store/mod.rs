@@ -19,7 +19,7 @@ use crate::address::{Address, UserId};
 use crate::id::MessageId;
 use crate::roster::RosterItem;
 use crate::envelope::{DeviceRegistration, Envelope, Platform, PresenceBody, Timestamp};
-use crate::wake::{Notified, Wake, WakeSeq, WakeSummary, WakeTarget};
+use crate::wake::{Notified, Wake, WakeLookup, WakeSeq, WakeSummary, WakeTarget};
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -144,6 +144,9 @@ pub trait Store: Send + Sync + 'static {
     fn users_with_wakes(&self) -> StoreFuture<'_, Vec<UserId>>;
     fn wake_summary<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Option<WakeSummary>>;
     fn wake_targets<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<WakeTarget>>;
+    /// For each of `users` with wakes recorded: what waits and her devices. Users with none
+    /// are left out.
+    fn wake_lookups<'a>(&'a self, users: &'a [UserId]) -> StoreFuture<'a, Vec<WakeLookup>>;
     /// Records what devices were told, in one transaction (one disk sync for many sends).
     fn mark_notified<'a>(&'a self, notified: &'a [Notified]) -> StoreFuture<'a, ()>;
     /// Removes a device whoever it belongs to; false when there was none.

@@ -11,7 +11,7 @@ use crate::id::MessageId;
 use crate::address::{Address, UserId};
 use crate::roster::RosterItem;
 use crate::envelope::{DeviceAction, DeviceRegistration, Envelope, Platform, PresenceBody, Timestamp};
-use crate::wake::{Notified, Wake, WakeKind, WakeSeq, WakeSummary, WakeTarget};
+use crate::wake::{Notified, Wake, WakeKind, WakeLookup, WakeSeq, WakeSummary, WakeTarget};
 
 /// Devices kept per user; registering one more drops her oldest.
 const MAX_DEVICES_PER_USER: i64 = 20;
@@ -93,6 +93,28 @@ fn alias_insert_sql(rows: usize) -> String {
     }
     sql.push_str(" ON CONFLICT (id) DO NOTHING");
     sql
+}
+
+/// Users per outbox lookup: one parameter each, far below every backend's limit.
+pub const USERS_PER_WAKE_LOOKUP: usize = 256;
+
+/// `$1, $2, …`, `count` of them: built from numbers only, so no value ever enters the text.
+fn placeholders(count: usize) -> String {
+    (1..=count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+fn wake_target_from_row(row: &sqlx::any::AnyRow) -> Result<WakeTarget, StoreError> {
+    Ok(WakeTarget {
+        device: DeviceRegistration {
+            action: DeviceAction::Register,
+            platform: platform_from_str(row.try_get("platform")?)?,
+            token: row.try_get("token")?,
+            app: row.try_get("app")?,
+            os: row.try_get("os")?,
+        },
+        covered: WakeSeq(row.try_get("covered_seq")?),
+        notified_at: row.try_get::<Option<i64>, _>("notified_ms")?.map(Timestamp),
+    })
 }
 
 fn alias_from_row(row: sqlx::any::AnyRow) -> Result<MessageAlias, StoreError> {
@@ -342,7 +364,7 @@ impl Store for SqlStore {
     fn devices<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<DeviceRegistration>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT platform, token, app, os FROM devices WHERE user_name = $1 ORDER BY created_ms",
+                "SELECT platform, token, app, os FROM devices WHERE user_name = $1 ORDER BY created_ms, platform, token",
             )
             .bind(user.as_str())
             .fetch_all(&self.pool)
@@ -537,26 +559,68 @@ impl Store for SqlStore {
     fn wake_targets<'a>(&'a self, user: &'a UserId) -> StoreFuture<'a, Vec<WakeTarget>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT platform, token, app, os, covered_seq, notified_ms FROM devices WHERE user_name = $1 ORDER BY created_ms",
+                "SELECT platform, token, app, os, covered_seq, notified_ms FROM devices WHERE user_name = $1 ORDER BY created_ms, platform, token",
             )
             .bind(user.as_str())
             .fetch_all(&self.pool)
             .await?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(WakeTarget {
-                        device: DeviceRegistration {
-                            action: DeviceAction::Register,
-                            platform: platform_from_str(row.try_get("platform")?)?,
-                            token: row.try_get("token")?,
-                            app: row.try_get("app")?,
-                            os: row.try_get("os")?,
-                        },
-                        covered: WakeSeq(row.try_get("covered_seq")?),
-                        notified_at: row.try_get::<Option<i64>, _>("notified_ms")?.map(Timestamp),
-                    })
-                })
-                .collect()
+            rows.iter().map(wake_target_from_row).collect()
+        })
+    }
+
+    fn wake_lookups<'a>(&'a self, users: &'a [UserId]) -> StoreFuture<'a, Vec<WakeLookup>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = async {
+                let mut found = Vec::new();
+                // Two round trips for many users: each is a hand-off to the database (for
+                // SQLite, to its worker thread), and at saturation that hand-off is the cost.
+                for chunk in users.chunks(USERS_PER_WAKE_LOOKUP) {
+                    let list = placeholders(chunk.len());
+                    let summaries = format!(
+                        "SELECT w.seq, w.user_name, w.sender, w.kind, w.text, w.msg, w.created_ms, c.n \
+                         FROM wakes AS w JOIN (SELECT MAX(seq) AS newest, COUNT(*) AS n FROM wakes \
+                         WHERE user_name IN ({list}) GROUP BY user_name) AS c ON w.seq = c.newest"
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(summaries));
+                    for user in chunk {
+                        query = query.bind(user.as_str());
+                    }
+                    let rows = query.fetch_all(&self.pool).await?;
+                    let mut lookups = std::collections::HashMap::with_capacity(rows.len());
+                    for row in &rows {
+                        let newest = wake_from_row(row)?;
+                        let summary = WakeSummary {
+                            count: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+                            newest_seq: WakeSeq(row.try_get("seq")?),
+                            newest,
+                        };
+                        lookups.insert(summary.newest.user.clone(), WakeLookup { summary, targets: Vec::new() });
+                    }
+                    if lookups.is_empty() {
+                        continue;
+                    }
+                    let targets = format!(
+                        "SELECT user_name, platform, token, app, os, covered_seq, notified_ms FROM devices \
+                         WHERE user_name IN ({list}) ORDER BY created_ms, platform, token"
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(targets));
+                    for user in chunk {
+                        query = query.bind(user.as_str());
+                    }
+                    for row in query.fetch_all(&self.pool).await? {
+                        let user = user_from_row(row.try_get("user_name")?)?;
+                        if let Some(lookup) = lookups.get_mut(&user) {
+                            lookup.targets.push(wake_target_from_row(&row)?);
+                        }
+                    }
+                    found.extend(lookups.into_values());
+                }
+                Ok(found)
+            }
+            .await;
+            observe("wake_lookups", started, &result);
+            result
         })
     }
 
