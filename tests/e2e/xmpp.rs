@@ -183,6 +183,41 @@ async fn receipts_name_the_right_message_both_ways_and_cannot_be_forged() {
     assert_eq!((receipt["of"].as_str(), receipt["status"].as_str()), (Some(id.as_str()), Some("displayed")));
 }
 
+/// A receipt can be lost on the XMPP side (a server drops a bodiless message to a user who has
+/// just gone away), and the sender then resends under the same stanza id. A message that was
+/// delivered is delivered again under its gateway id, so the recipient's app recognises it and
+/// answers; one still waiting in the store is not stored twice.
+#[tokio::test]
+async fn an_xmpp_resend_of_a_delivered_message_is_delivered_again_under_its_id() {
+    let (prosody, gateway) = setup(&["carol"]).await;
+    let mut carol = prosody.user("carol").await;
+    let stanza = |id: &str, body: &str| {
+        format!("<message xmlns='jabber:client' to='bob@{COMPONENT}' type='chat' id='{id}'><body>{body}</body><request xmlns='urn:xmpp:receipts'/></message>")
+    };
+    let mut bob = gateway.ws_user("bob").await;
+    carol.send_xml(&stanza("carol-7", "did you get this?")).await;
+    let first = bob.recv_type("message").await;
+    // No receipt reached carol: she sends it again.
+    carol.send_xml(&stanza("carol-7", "did you get this?")).await;
+    let again = bob.recv_type("message").await;
+    assert_eq!((&again["id"], &again["body"]), (&first["id"], &first["body"]), "the same message, under the same id");
+    bob.send(json!({"type":"receipt","to":again["from"],"of":again["id"],"status":"received"})).await;
+    let receipt = carol.recv_where(|e| e.has_child("received", "urn:xmpp:receipts")).await;
+    assert_eq!(receipt.get_child("received", "urn:xmpp:receipts").and_then(|r| r.attr("id")), Some("carol-7"));
+    bob.close().await;
+
+    // bob is away: the message waits in the store, and her resend does not add a copy.
+    carol.send_xml(&stanza("carol-8", "still there?")).await;
+    carol.send_xml(&stanza("carol-8", "still there?")).await;
+    // Handled in order after both: its error says they have been.
+    carol.send_xml(&format!("<message xmlns='jabber:client' to='ghost@{COMPONENT}' type='chat' id='g1'><body>?</body></message>")).await;
+    carol.recv_where(|e| e.attr("type") == Some("error") && e.attr("id") == Some("g1")).await;
+    let mut bob = gateway.ws_user("bob").await;
+    assert_eq!(bob.recv_type("message").await["body"], "still there?");
+    carol.send_xml(&stanza("carol-9", "last")).await;
+    assert_eq!(bob.recv_type("message").await["body"], "last", "one copy of the stored message, then the next");
+}
+
 #[tokio::test]
 async fn a_message_the_xmpp_side_refuses_comes_back_as_an_error_naming_it() {
     let (_prosody, gateway) = setup(&["carol"]).await;

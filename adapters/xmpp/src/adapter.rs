@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use switchboard_gateway::metrics::ERRORS;
-use switchboard_gateway::router::{Delivered, Outbound, Pending, SessionLease};
+use switchboard_gateway::router::{Delivered, Outbound, Pending, RouterHandle, SessionLease};
 use switchboard_gateway::store::MessageAlias;
 use switchboard_gateway::{
     Adapter, AdapterContext, AdapterError, Address, Body, Envelope, FailureBody, Listening, MessageId, Outcome, ReceiptBody, Rejection,
@@ -365,6 +365,38 @@ async fn handle_batch(stanzas: Vec<Element>, addressing: &Addressing, context: &
     settling
 }
 
+/// An XMPP sender resends a message when no receipt came back, and the receipt of a message
+/// delivered live can be lost on the way (an XMPP server drops a bodiless message to a user who
+/// has just gone offline). So a resend of a message that was delivered is delivered again, under
+/// the first copy's gateway id: the recipient's client recognises it and answers its receipt
+/// again. One still waiting in the store is not: it is delivered, and answered, on her return.
+fn deliver_again(resent: Envelope, first: Pending, stanza: Element, router: RouterHandle) -> Settling {
+    Box::pin(async move {
+        let outcome = match first.await {
+            Outcome::Delivered => {
+                tracing::debug!(msg = %resent.id, "resend of a delivered message; delivering it again");
+                router.submit(resent).await.await
+            }
+            outcome => outcome,
+        };
+        refusal(&stanza, outcome)
+    })
+}
+
+/// The error stanza an outcome calls for, if any.
+fn refusal(stanza: &Element, outcome: Outcome) -> Option<Element> {
+    let condition = match outcome {
+        Outcome::Delivered | Outcome::Stored | Outcome::Accepted => return None,
+        // Never seen: RFC 6121 §8.5.2 (and nobody fills the store for made-up names).
+        Outcome::Rejected(Rejection::UnknownUser) => Condition::ServiceUnavailable,
+        Outcome::Rejected(Rejection::QueueFull) | Outcome::Retryable(_) => Condition::ResourceConstraint,
+        Outcome::Rejected(Rejection::Forbidden(_) | Rejection::BadRequest(_)) => Condition::BadRequest,
+        Outcome::Rejected(Rejection::NoRoute | Rejection::UnknownDevice) => Condition::ItemNotFound,
+        Outcome::Failed(_) => Condition::InternalServerError,
+    };
+    Some(error_reply(stanza, condition))
+}
+
 /// Handles one inbound stanza; returns the work that ends in a reply (or none).
 async fn handle(stanza: Element, inbound: Inbound, addressing: &Addressing, context: &AdapterContext) -> Option<Settling> {
     match inbound {
@@ -386,22 +418,18 @@ async fn handle(stanza: Element, inbound: Inbound, addressing: &Addressing, cont
             let pending: Pending = match stanza_id.as_deref() {
                 // A client that resends after its server restarted keeps the stanza id.
                 Some(stanza_id) if matches!(envelope.body, Body::Message(_)) => {
-                    context.router.submit_message(stanza_id, envelope).await.pending
+                    let submitted = context.router.submit_message(stanza_id, envelope).await;
+                    match submitted.resent {
+                        Some(mut resent) => {
+                            resent.id = submitted.msg;
+                            return Some(deliver_again(resent, submitted.pending, stanza, context.router.clone()));
+                        }
+                        None => submitted.pending,
+                    }
                 }
                 _ => context.router.submit(envelope).await,
             };
-            Some(Box::pin(async move {
-                let condition = match pending.await {
-                    Outcome::Delivered | Outcome::Stored | Outcome::Accepted => return None,
-                    // Never seen: RFC 6121 §8.5.2 (and nobody fills the store for made-up names).
-                    Outcome::Rejected(Rejection::UnknownUser) => Condition::ServiceUnavailable,
-                    Outcome::Rejected(Rejection::QueueFull) | Outcome::Retryable(_) => Condition::ResourceConstraint,
-                    Outcome::Rejected(Rejection::Forbidden(_) | Rejection::BadRequest(_)) => Condition::BadRequest,
-                    Outcome::Rejected(Rejection::NoRoute | Rejection::UnknownDevice) => Condition::ItemNotFound,
-                    Outcome::Failed(_) => Condition::InternalServerError,
-                };
-                Some(error_reply(&stanza, condition))
-            }))
+            Some(Box::pin(async move { refusal(&stanza, pending.await) }))
         }
         Inbound::Bounce { peer, foreign_id, reason, text } => {
             let Ok(Some(alias)) = context.aliases.resolve(&peer, &foreign_id).await else {

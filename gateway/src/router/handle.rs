@@ -77,26 +77,25 @@ impl RouterHandle {
     /// outcome instead of being routed again (see `resends`). Like `submit`, the returned future
     /// holds the command only.
     pub fn submit_message(&self, client_id: &str, envelope: Envelope) -> impl Future<Output = Submitted> + Send + '_ {
-        let (msg, outcome, command) = match self.recent.admit(client_id, &envelope) {
+        let (msg, outcome, command, resent) = match self.recent.admit(client_id, &envelope) {
             Admission::Resend { msg, outcome } => {
                 tracing::debug!(msg = %msg, client_id, "resend of a message already routed");
                 ::metrics::counter!(metrics::RESENDS).increment(1);
-                (msg, outcome, None)
+                (msg, outcome, None, Some(envelope))
             }
             Admission::New { outcome, reply } => {
                 let msg = envelope.id.clone();
-                (msg, outcome, Some(Command::Submit { envelope: Arc::new(envelope), reply }))
+                (msg, outcome, Some(Command::Submit { envelope: Arc::new(envelope), reply }), None)
             }
         };
         async move {
-            let resend = command.is_none();
             if let Some(command) = command
                 && self.commands.send(command).await.is_err()
             {
                 // The reply is dropped with the command: the shared outcome says retry.
                 tracing::debug!(msg = %msg, "router stopped before the message was routed");
             }
-            Submitted { msg, pending: Pending(Waiting::Shared(outcome)), resend }
+            Submitted { msg, pending: Pending(Waiting::Shared(outcome)), resent }
         }
     }
 
@@ -187,6 +186,7 @@ pub struct Submitted {
     /// The gateway's id for it: the first copy's when this was a resend.
     pub msg: MessageId,
     pub pending: Pending,
-    /// A resend of a message routed lately; it was not routed again.
-    pub resend: bool,
+    /// A resend of a message routed lately: it was not routed again, and comes back for an
+    /// adapter whose senders learn of delivery only from the recipient (XMPP receipts).
+    pub resent: Option<Envelope>,
 }
