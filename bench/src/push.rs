@@ -485,10 +485,10 @@ struct Counters {
     sent: f64,
     retried: f64,
     failed: f64,
-    /// `switchboard_store_seconds` count and sum for the outbox summary each notification reads,
+    /// `switchboard_store_seconds` count and sum for the outbox lookups (one per batch of due users),
     /// and for the store writes of the messages.
-    summaries: f64,
-    summaries_secs: f64,
+    lookups: f64,
+    lookups_secs: f64,
     enqueues: f64,
     enqueues_secs: f64,
 }
@@ -505,8 +505,8 @@ impl Counters {
             sent: push("sent"),
             retried: push("retried"),
             failed: push("failed"),
-            summaries: store("count", "wake_summary"),
-            summaries_secs: store("sum", "wake_summary"),
+            lookups: store("count", "wake_lookups"),
+            lookups_secs: store("sum", "wake_lookups"),
             enqueues: store("count", "enqueue"),
             enqueues_secs: store("sum", "enqueue"),
         })
@@ -517,8 +517,8 @@ impl Counters {
             sent: self.sent - before.sent,
             retried: self.retried - before.retried,
             failed: self.failed - before.failed,
-            summaries: self.summaries - before.summaries,
-            summaries_secs: self.summaries_secs - before.summaries_secs,
+            lookups: self.lookups - before.lookups,
+            lookups_secs: self.lookups_secs - before.lookups_secs,
             enqueues: self.enqueues - before.enqueues,
             enqueues_secs: self.enqueues_secs - before.enqueues_secs,
         }
@@ -823,14 +823,14 @@ async fn run_case(env: &Env<'_>, case: PushCase, users: &UserSet, round: usize) 
     }
     if notified > 0 && counters.enqueues > 0.0 {
         #[allow(clippy::cast_precision_loss)]
-        let per_notification = counters.summaries / notified as f64;
+        let per_notification = counters.lookups / notified as f64;
         eprintln!(
-            "  store: {:.0} message writes (mean {:.2} ms), {:.0} outbox summaries (mean {:.2} ms, {per_notification:.2} per \
+            "  store: {:.0} message writes (mean {:.2} ms), {:.0} outbox lookups (mean {:.2} ms, {per_notification:.3} per \
              notification); push_total sent {:.0}",
             counters.enqueues,
             counters.enqueues_secs * 1e3 / counters.enqueues,
-            counters.summaries,
-            counters.summaries_secs * 1e3 / counters.summaries.max(1.0),
+            counters.lookups,
+            counters.lookups_secs * 1e3 / counters.lookups.max(1.0),
             counters.sent
         );
     }

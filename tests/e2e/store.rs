@@ -614,6 +614,24 @@ async fn devices_remember_what_they_were_told(db: Db) {
     assert!(store.remove_device(Platform::Apns, "abcdef").await.expect("remove"));
     assert!(!store.remove_device(Platform::Apns, "abcdef").await.expect("remove again"));
     assert!(store.wake_targets(&alice).await.expect("targets").is_empty());
+
+    // Many devices in one write, one of them twice (a batch kept after a failed write): the
+    // newest mark counts.
+    for token in ["fa", "fb"] {
+        store.register_device(&bob, &device(Platform::Fcm, token, None, None)).await.expect("register");
+    }
+    let mark = |token: &str, covered: i64, at: i64| Notified {
+        user: bob.clone(),
+        platform: Platform::Fcm,
+        token: token.into(),
+        covered: WakeSeq(covered),
+        at: Timestamp(at),
+    };
+    store.mark_notified(&[mark("fa", 3, 10), mark("fb", 4, 11), mark("fa", 5, 12)]).await.expect("mark");
+    let mut told: Vec<(String, WakeSeq, Option<Timestamp>)> =
+        store.wake_targets(&bob).await.expect("targets").into_iter().map(|t| (t.device.token, t.covered, t.notified_at)).collect();
+    told.sort();
+    assert_eq!(told, vec![("fa".into(), WakeSeq(5), Some(Timestamp(12))), ("fb".into(), WakeSeq(4), Some(Timestamp(11)))]);
 }
 
 async fn one_lookup_reads_the_outboxes_and_devices_of_many_users(db: Db) {

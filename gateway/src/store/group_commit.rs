@@ -38,17 +38,28 @@ impl WakeRow {
         })
     }
 
-    /// The one statement that records a wake, in a group commit or alone.
+    pub(super) const INSERT: &str = "INSERT INTO wakes (user_name, sender, kind, text, msg, created_ms) VALUES ";
+    pub(super) const COLUMNS: usize = 6;
+
+    /// The statement that records this wake alone.
     pub(super) fn insert(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-        sqlx::query(
+        self.bind(sqlx::query(
             "INSERT INTO wakes (user_name, sender, kind, text, msg, created_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-        )
-        .bind(self.user.as_str())
-        .bind(self.sender.as_str())
-        .bind(self.kind)
-        .bind(self.text.clone())
-        .bind(self.msg.as_str())
-        .bind(self.at)
+        ))
+    }
+
+    /// Binds this wake's [`Self::COLUMNS`] values, in [`Self::INSERT`]'s order.
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        query
+            .bind(self.user.as_str())
+            .bind(self.sender.as_str())
+            .bind(self.kind)
+            .bind(self.text.clone())
+            .bind(self.msg.as_str())
+            .bind(self.at)
     }
 }
 
@@ -128,26 +139,80 @@ async fn run(pool: AnyPool, mut inbox: mpsc::Receiver<Append>) {
     }
 }
 
+/// Three statements per batch whatever its size: each statement is a round trip to the database
+/// (for SQLite, a hand-off to its worker thread and back), and at saturation those hand-offs,
+/// not the SQL, are the cost.
 async fn commit(pool: &AnyPool, batch: &[Append]) -> Result<Vec<(QueueSeq, Option<WakeSeq>)>, sqlx::Error> {
     let now = Timestamp::now().0;
     let mut tx = pool.begin().await?;
-    let mut seqs = Vec::with_capacity(batch.len());
+    let mut offline = sqlx::query(sqlx::AssertSqlSafe(values_insert(
+        "INSERT INTO offline (user_name, created_ms, envelope) VALUES ",
+        3,
+        batch.len(),
+    )));
     for append in batch {
-        let queued = sqlx::query("INSERT INTO offline (user_name, created_ms, envelope) VALUES ($1, $2, $3) RETURNING seq")
-            .bind(append.queue.as_str())
-            .bind(now)
-            .bind(append.envelope.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        let woken = match &append.wake {
-            Some(wake) => {
-                let row = wake.insert().fetch_one(&mut *tx).await?;
-                Some(WakeSeq(row.try_get::<i64, _>("seq")?))
-            }
-            None => None,
-        };
-        seqs.push((QueueSeq(queued.try_get::<i64, _>("seq")?), woken));
+        offline = offline.bind(append.queue.as_str()).bind(now).bind(append.envelope.as_str());
+    }
+    let queued = in_row_order(offline.fetch_all(&mut *tx).await?)?;
+
+    let wakes: Vec<&WakeRow> = batch.iter().filter_map(|append| append.wake.as_ref()).collect();
+    let mut woken = Vec::new();
+    if !wakes.is_empty() {
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(values_insert(WakeRow::INSERT, WakeRow::COLUMNS, wakes.len())));
+        for wake in wakes {
+            insert = wake.bind(insert);
+        }
+        woken = in_row_order(insert.fetch_all(&mut *tx).await?)?;
     }
     tx.commit().await?;
+
+    let mut woken = woken.into_iter();
+    Ok(batch
+        .iter()
+        .zip(queued)
+        .map(|(append, seq)| (QueueSeq(seq), append.wake.as_ref().and_then(|_| woken.next()).map(WakeSeq)))
+        .collect())
+}
+
+/// `<insert>($1, …, $columns), (…), …` with `RETURNING seq`: built from counts only, so no value
+/// ever enters the text.
+fn values_insert(insert: &str, columns: usize, rows: usize) -> String {
+    let mut sql = String::with_capacity(insert.len() + rows * columns * 5 + 16);
+    sql.push_str(insert);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push_str(" RETURNING seq");
+    sql
+}
+
+/// One statement numbers its rows in the order of its VALUES list (a table's sequence or SQLite's
+/// rowid is taken row by row), but neither backend promises the order RETURNING lists them in:
+/// sorted, the n-th seq is the n-th row's.
+fn in_row_order(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<i64>, sqlx::Error> {
+    let mut seqs = rows.iter().map(|row| row.try_get::<i64, _>("seq")).collect::<Result<Vec<_>, _>>()?;
+    seqs.sort_unstable();
     Ok(seqs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_values_insert_numbers_every_parameter_once() {
+        assert_eq!(values_insert("INSERT INTO t (a, b) VALUES ", 2, 1), "INSERT INTO t (a, b) VALUES ($1, $2) RETURNING seq");
+        assert_eq!(
+            values_insert("INSERT INTO t (a, b) VALUES ", 2, 3),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING seq"
+        );
+    }
 }

@@ -47,7 +47,9 @@ impl SqlStore {
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
             .acquire_timeout(Duration::from_secs(10));
         let options = if backend == Backend::Sqlite {
-            options.after_connect(|conn, _meta| {
+            // A connection to a local file does not go stale, and sqlx's check before each use is
+            // a round trip to the connection's worker thread: a second one for every statement.
+            options.test_before_acquire(false).after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers (replays) run beside the writer; FULL makes a commit
                     // survive power loss, which is what an `ack` promises.
@@ -93,6 +95,25 @@ fn alias_insert_sql(rows: usize) -> String {
     }
     sql.push_str(" ON CONFLICT (id) DO NOTHING");
     sql
+}
+
+/// Devices per UPDATE of what they were told: five parameters each.
+const NOTIFIED_ROWS_PER_UPDATE: usize = 128;
+
+/// One UPDATE for many devices, each only while it is still the named user's (it may have moved
+/// while the send was on its way). Built from the row count only.
+fn notified_update_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let first = row * 5;
+            format!("(${}, ${}, ${}, ${}, ${})", first + 1, first + 2, first + 3, first + 4, first + 5)
+        })
+        .collect();
+    format!(
+        "UPDATE devices SET covered_seq = v.column3, notified_ms = v.column4 FROM (VALUES {}) AS v \
+         WHERE devices.platform = v.column1 AND devices.token = v.column2 AND devices.user_name = v.column5",
+        values.join(", ")
+    )
 }
 
 /// Users per outbox lookup: one parameter each, far below every backend's limit.
@@ -628,20 +649,25 @@ impl Store for SqlStore {
         Box::pin(async move {
             let started = Instant::now();
             let result = async {
+                // A batch kept after a failed write may name a device twice: the newest counts.
+                let mut newest: Vec<&Notified> = Vec::with_capacity(notified.len());
+                for device in notified.iter().rev() {
+                    if !newest.iter().any(|n| n.platform == device.platform && n.token == device.token && n.user == device.user) {
+                        newest.push(device);
+                    }
+                }
                 let mut tx = self.pool.begin().await?;
-                for device in notified {
-                    // Only while the device is still hers: it may have moved while the send was
-                    // on its way.
-                    sqlx::query(
-                        "UPDATE devices SET covered_seq = $3, notified_ms = $4 WHERE platform = $1 AND token = $2 AND user_name = $5",
-                    )
-                    .bind(device.platform.as_str())
-                    .bind(device.token.clone())
-                    .bind(device.covered.0)
-                    .bind(device.at.0)
-                    .bind(device.user.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                for chunk in newest.chunks(NOTIFIED_ROWS_PER_UPDATE) {
+                    let mut update = sqlx::query(sqlx::AssertSqlSafe(notified_update_sql(chunk.len())));
+                    for device in chunk {
+                        update = update
+                            .bind(device.platform.as_str())
+                            .bind(device.token.clone())
+                            .bind(device.covered.0)
+                            .bind(device.at.0)
+                            .bind(device.user.as_str());
+                    }
+                    update.execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
