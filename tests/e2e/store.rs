@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use switchboard_gateway::roster::RosterItem;
-use switchboard_gateway::store::{MessageAlias, QueueName, QueueSeq, SqlStore, Store};
+use switchboard_gateway::store::{BoundedAppend, MessageAlias, QueueName, QueueSeq, SqlStore, Store};
 use switchboard_gateway::wake::{Notified, Wake, WakeKind, WakeSeq};
 use switchboard_gateway::{
     Address, Body, DeviceAction, DeviceRegistration, Envelope, FailureBody, FailureReason, MessageBody, MessageId,
@@ -77,6 +77,7 @@ on_both_backends!(
     a_user_keeps_at_most_twenty_devices,
     concurrent_appends_are_committed_together_and_each_in_order,
     one_lookup_reads_the_outboxes_and_devices_of_many_users,
+    a_bounded_append_counts_the_queue_in_its_own_transaction,
 );
 
 fn user(name: &str) -> UserId {
@@ -669,6 +670,40 @@ async fn one_lookup_reads_the_outboxes_and_devices_of_many_users(db: Db) {
     assert!(expected >= 100, "the test covers many users: {expected}");
     assert_eq!(found.len(), expected, "users with nothing waiting are left out");
     assert!(store.wake_lookups(&[]).await.expect("empty").is_empty());
+}
+
+async fn a_bounded_append_counts_the_queue_in_its_own_transaction(db: Db) {
+    let store = std::sync::Arc::new(db.open().await);
+    let bob = user("bob");
+    let queue = QueueName::user(&bob);
+    store.enqueue(&queue, &message(&bob, "already there")).await.expect("enqueue");
+    let first = message(&bob, "first");
+    let appended = store.append_bounded(&queue, &first, None, 3).await.expect("append");
+    assert_eq!(appended, BoundedAppend::Stored { queue_len: 2 });
+
+    // Many at once, so they share group commits: the bound holds across a batch, and only what
+    // was stored woke her.
+    let racers = (0..10).map(|n| {
+        let (store, bob, queue) = (store.clone(), bob.clone(), queue.clone());
+        tokio::spawn(async move {
+            let envelope = message(&bob, &format!("racer {n}"));
+            let wake = Wake::for_envelope(&bob, &envelope).expect("a message wakes");
+            store.append_bounded(&queue, &envelope, Some(&wake), 5).await.expect("append")
+        })
+    });
+    let outcomes: Vec<BoundedAppend> = futures::future::join_all(racers).await.into_iter().map(|r| r.expect("joined")).collect();
+    let mut stored_lengths: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            BoundedAppend::Stored { queue_len } => Some(*queue_len),
+            BoundedAppend::Full { .. } => None,
+        })
+        .collect();
+    stored_lengths.sort_unstable();
+    assert_eq!(stored_lengths, vec![3, 4, 5], "each stored append learns its own length: {outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, BoundedAppend::Stored { .. } | BoundedAppend::Full { queue_len: 5 })), "{outcomes:?}");
+    assert_eq!(store.queue_len(&queue).await.expect("len"), 5);
+    assert_eq!(store.wake_summary(&bob).await.expect("summary").expect("woken").count, 3, "refused appends record no wake");
 }
 
 async fn a_user_keeps_at_most_twenty_devices(db: Db) {

@@ -20,7 +20,7 @@ use crate::id::SessionId;
 use crate::metrics;
 use crate::outcome::{Outcome, Rejection};
 use super::RouterError;
-use crate::store::{QueueName, QueueSeq, Store};
+use crate::store::{BoundedAppend, QueueName, QueueSeq, Store};
 use crate::wake::{Wake, WakeSignal, WakeSignals};
 
 const REPLAY_PAGE: u32 = 128;
@@ -464,30 +464,30 @@ impl Mailbox {
     }
 
     async fn enqueue(&mut self, envelope: &Envelope, wake: Option<&Wake>) -> Outcome {
-        let len = match self.queue_len {
-            Some(len) => len,
-            None => match self.store.queue_len(&self.queue).await {
-                Ok(len) => len,
-                Err(error) => {
-                    tracing::error!(owner = %self.owner, %error, "cannot count the offline queue");
-                    return Outcome::Failed("the gateway could not store it".into());
-                }
-            },
-        };
-        if len >= self.settings.offline_max {
-            tracing::warn!(owner = %self.owner, msg = %envelope.id, "offline queue full");
-            self.queue_len = Some(len);
-            return Outcome::Rejected(Rejection::QueueFull);
-        }
-        let stored = match wake {
-            Some(wake) => self.store.enqueue_waking(&self.queue, envelope, wake).await.map(|(seq, _)| seq),
-            None => self.store.enqueue(&self.queue, envelope).await,
+        let limit = self.settings.offline_max;
+        let stored = match self.queue_len {
+            // Her queue's length is known: checked here, appended without a count.
+            Some(len) if len >= limit => Ok(BoundedAppend::Full { queue_len: len }),
+            Some(len) => {
+                let appended = match wake {
+                    Some(wake) => self.store.enqueue_waking(&self.queue, envelope, wake).await.map(|_| ()),
+                    None => self.store.enqueue(&self.queue, envelope).await.map(|_| ()),
+                };
+                appended.map(|()| BoundedAppend::Stored { queue_len: len + 1 })
+            }
+            // Not yet: the store counts it in the transaction that appends.
+            None => self.store.append_bounded(&self.queue, envelope, wake, limit).await,
         };
         match stored {
-            Ok(_) => {
-                self.queue_len = Some(len + 1);
+            Ok(BoundedAppend::Stored { queue_len }) => {
+                self.queue_len = Some(queue_len);
                 ::metrics::counter!(metrics::STORED).increment(1);
                 Outcome::Stored
+            }
+            Ok(BoundedAppend::Full { queue_len }) => {
+                tracing::warn!(owner = %self.owner, msg = %envelope.id, "offline queue full");
+                self.queue_len = Some(queue_len);
+                Outcome::Rejected(Rejection::QueueFull)
             }
             Err(error) => {
                 tracing::error!(owner = %self.owner, msg = %envelope.id, %error, "cannot store for later");

@@ -63,12 +63,27 @@ impl WakeRow {
     }
 }
 
-type Reply = oneshot::Sender<Result<(QueueSeq, Option<WakeSeq>), String>>;
+/// What became of one append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Appended {
+    Stored {
+        seq: QueueSeq,
+        wake: Option<WakeSeq>,
+        /// Her queue's length after it, when the append asked for a bound.
+        queue_len: Option<u64>,
+    },
+    /// Refused: her queue already held its bound.
+    Full { queue_len: u64 },
+}
+
+type Reply = oneshot::Sender<Result<Appended, String>>;
 
 struct Append {
     queue: String,
     envelope: String,
     wake: Option<WakeRow>,
+    /// Refuse it when her queue already holds this many (counted in the same transaction).
+    limit: Option<u64>,
     reply: Reply,
 }
 
@@ -84,16 +99,18 @@ impl Appender {
         Self { appends }
     }
 
-    /// Durable once it returns.
+    /// Durable once it returns. With a `limit`, her queue is counted in the same transaction
+    /// and the append refused when it already holds that many.
     pub(super) async fn append(
         &self,
         queue: String,
         envelope: String,
         wake: Option<WakeRow>,
-    ) -> Result<(QueueSeq, Option<WakeSeq>), StoreError> {
+        limit: Option<u64>,
+    ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.appends
-            .send(Append { queue, envelope, wake, reply })
+            .send(Append { queue, envelope, wake, limit, reply })
             .await
             .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?;
         answer
@@ -131,7 +148,7 @@ async fn run(pool: AnyPool, mut inbox: mpsc::Receiver<Append>) {
             Err(_) => {
                 for append in batch.drain(..) {
                     let result = commit(&pool, std::slice::from_ref(&append)).await;
-                    let answer = result.map_err(|e| e.to_string()).and_then(|mut seqs| seqs.pop().ok_or_else(|| "nothing committed".to_owned()));
+                    let answer = result.map_err(|e| e.to_string()).and_then(|mut appended| appended.pop().ok_or_else(|| "nothing committed".to_owned()));
                     let _ = append.reply.send(answer);
                 }
             }
@@ -139,39 +156,94 @@ async fn run(pool: AnyPool, mut inbox: mpsc::Receiver<Append>) {
     }
 }
 
-/// Three statements per batch whatever its size: each statement is a round trip to the database
-/// (for SQLite, a hand-off to its worker thread and back), and at saturation those hand-offs,
-/// not the SQL, are the cost.
-async fn commit(pool: &AnyPool, batch: &[Append]) -> Result<Vec<(QueueSeq, Option<WakeSeq>)>, sqlx::Error> {
+/// A few statements per batch whatever its size: each statement is a round trip to the
+/// database (for SQLite, a hand-off to its worker thread and back), and at saturation those
+/// hand-offs, not the SQL, are the cost.
+async fn commit(pool: &AnyPool, batch: &[Append]) -> Result<Vec<Appended>, sqlx::Error> {
     let now = Timestamp::now().0;
     let mut tx = pool.begin().await?;
-    let mut offline = sqlx::query(sqlx::AssertSqlSafe(values_insert(
-        "INSERT INTO offline (user_name, created_ms, envelope) VALUES ",
-        3,
-        batch.len(),
-    )));
-    for append in batch {
-        offline = offline.bind(append.queue.as_str()).bind(now).bind(append.envelope.as_str());
-    }
-    let queued = in_row_order(offline.fetch_all(&mut *tx).await?)?;
-
-    let wakes: Vec<&WakeRow> = batch.iter().filter_map(|append| append.wake.as_ref()).collect();
+    let mut lengths = queue_lengths(&mut tx, batch).await?;
+    // Decided in arrival order, so an earlier append in the batch counts against a later one.
+    // `Err` is a refusal; `Ok` the length after it, for an append that asked for a bound.
+    let decisions: Vec<Result<Option<u64>, u64>> = batch
+        .iter()
+        .map(|append| match (append.limit, lengths.get_mut(append.queue.as_str())) {
+            (Some(limit), Some(length)) if *length >= limit => Err(*length),
+            (limit, Some(length)) => {
+                *length += 1;
+                Ok(limit.map(|_| *length))
+            }
+            (_, None) => Ok(None),
+        })
+        .collect();
+    let stored: Vec<&Append> = batch.iter().zip(&decisions).filter(|(_, decision)| decision.is_ok()).map(|(append, _)| append).collect();
+    let mut queued = Vec::new();
     let mut woken = Vec::new();
-    if !wakes.is_empty() {
-        let mut insert = sqlx::query(sqlx::AssertSqlSafe(values_insert(WakeRow::INSERT, WakeRow::COLUMNS, wakes.len())));
-        for wake in wakes {
-            insert = wake.bind(insert);
+    if !stored.is_empty() {
+        let mut offline = sqlx::query(sqlx::AssertSqlSafe(values_insert(
+            "INSERT INTO offline (user_name, created_ms, envelope) VALUES ",
+            3,
+            stored.len(),
+        )));
+        for append in &stored {
+            offline = offline.bind(append.queue.as_str()).bind(now).bind(append.envelope.as_str());
         }
-        woken = in_row_order(insert.fetch_all(&mut *tx).await?)?;
+        queued = in_row_order(offline.fetch_all(&mut *tx).await?)?;
+        let wakes: Vec<&WakeRow> = stored.iter().filter_map(|append| append.wake.as_ref()).collect();
+        if !wakes.is_empty() {
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(values_insert(WakeRow::INSERT, WakeRow::COLUMNS, wakes.len())));
+            for wake in wakes {
+                insert = wake.bind(insert);
+            }
+            woken = in_row_order(insert.fetch_all(&mut *tx).await?)?;
+        }
     }
     tx.commit().await?;
 
-    let mut woken = woken.into_iter();
-    Ok(batch
+    let (mut queued, mut woken) = (queued.into_iter(), woken.into_iter());
+    let missing = || sqlx::Error::Protocol("an insert returned fewer rows than it was given".into());
+    batch
         .iter()
-        .zip(queued)
-        .map(|(append, seq)| (QueueSeq(seq), append.wake.as_ref().and_then(|_| woken.next()).map(WakeSeq)))
-        .collect())
+        .zip(decisions)
+        .map(|(append, decision)| match decision {
+            Err(queue_len) => Ok(Appended::Full { queue_len }),
+            Ok(queue_len) => Ok(Appended::Stored {
+                seq: QueueSeq(queued.next().ok_or_else(missing)?),
+                wake: match append.wake {
+                    Some(_) => Some(WakeSeq(woken.next().ok_or_else(missing)?)),
+                    None => None,
+                },
+                queue_len,
+            }),
+        })
+        .collect()
+}
+
+/// How many envelopes wait in each queue that an append of the batch asked a bound for (and
+/// only those): one statement for the batch.
+async fn queue_lengths<'b>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    batch: &'b [Append],
+) -> Result<std::collections::HashMap<&'b str, u64>, sqlx::Error> {
+    let mut lengths: std::collections::HashMap<&str, u64> =
+        batch.iter().filter(|append| append.limit.is_some()).map(|append| (append.queue.as_str(), 0)).collect();
+    if lengths.is_empty() {
+        return Ok(lengths);
+    }
+    let queues: Vec<&str> = lengths.keys().copied().collect();
+    let list = (1..=queues.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let sql = format!("SELECT user_name, COUNT(*) AS n FROM offline WHERE user_name IN ({list}) GROUP BY user_name");
+    let mut count = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for queue in &queues {
+        count = count.bind(*queue);
+    }
+    for row in count.fetch_all(&mut **tx).await? {
+        let queue: String = row.try_get("user_name")?;
+        if let Some(length) = lengths.get_mut(queue.as_str()) {
+            *length = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+        }
+    }
+    Ok(lengths)
 }
 
 /// `<insert>($1, …, $columns), (…), …` with `RETURNING seq`: built from counts only, so no value

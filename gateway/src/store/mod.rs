@@ -89,6 +89,13 @@ pub struct MessageAlias {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueSeq(pub i64);
 
+/// What [`Store::append_bounded`] did, and how long her queue is after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoundedAppend {
+    Stored { queue_len: u64 },
+    Full { queue_len: u64 },
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueuedEnvelope {
     pub seq: QueueSeq,
@@ -109,6 +116,16 @@ pub trait Store: Send + Sync + 'static {
         envelope: &'a Envelope,
         wake: &'a Wake,
     ) -> StoreFuture<'a, (QueueSeq, WakeSeq)>;
+    /// Appends, with its wake if any, unless her queue already holds `limit` envelopes (counted in
+    /// the same transaction); durable when the future resolves. For a mailbox that does not know
+    /// her queue's length yet: one round trip where a count and then an append would take two.
+    fn append_bounded<'a>(
+        &'a self,
+        queue: &'a QueueName,
+        envelope: &'a Envelope,
+        wake: Option<&'a Wake>,
+        limit: u64,
+    ) -> StoreFuture<'a, BoundedAppend>;
     /// Up to `limit` queued envelopes after `after`, oldest first.
     fn queued<'a>(
         &'a self,

@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
-use super::group_commit::{Appender, WakeRow};
+use super::group_commit::{Appended, Appender, WakeRow};
 use super::migrate::{self, Backend};
-use super::{MessageAlias, QueueName, QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
+use super::{BoundedAppend, MessageAlias, QueueName, QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
 use crate::id::MessageId;
 use crate::address::{Address, UserId};
 use crate::roster::RosterItem;
@@ -198,8 +198,10 @@ impl Store for SqlStore {
             let started = Instant::now();
             let result = async {
                 let json = serde_json::to_string(envelope)?;
-                let (seq, _) = self.appender.append(queue.as_str().to_owned(), json, None).await?;
-                Ok(seq)
+                match self.appender.append(queue.as_str().to_owned(), json, None, None).await? {
+                    Appended::Stored { seq, .. } => Ok(seq),
+                    Appended::Full { .. } => Err(StoreError::Batch("refused without a bound".into())),
+                }
             }
             .await;
             observe("enqueue", started, &result);
@@ -217,9 +219,36 @@ impl Store for SqlStore {
             let started = Instant::now();
             let result = async {
                 let json = serde_json::to_string(envelope)?;
-                match self.appender.append(queue.as_str().to_owned(), json, Some(WakeRow::new(wake)?)).await? {
-                    (seq, Some(woken)) => Ok((seq, woken)),
-                    (_, None) => Err(StoreError::Batch("the wake was not recorded".into())),
+                match self.appender.append(queue.as_str().to_owned(), json, Some(WakeRow::new(wake)?), None).await? {
+                    Appended::Stored { seq, wake: Some(woken), .. } => Ok((seq, woken)),
+                    _ => Err(StoreError::Batch("the wake was not recorded".into())),
+                }
+            }
+            .await;
+            observe("enqueue", started, &result);
+            result
+        })
+    }
+
+    fn append_bounded<'a>(
+        &'a self,
+        queue: &'a QueueName,
+        envelope: &'a Envelope,
+        wake: Option<&'a Wake>,
+        limit: u64,
+    ) -> StoreFuture<'a, BoundedAppend> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = async {
+                let json = serde_json::to_string(envelope)?;
+                let wake = wake.map(WakeRow::new).transpose()?;
+                let waking = wake.is_some();
+                match self.appender.append(queue.as_str().to_owned(), json, wake, Some(limit)).await? {
+                    Appended::Stored { wake, queue_len: Some(queue_len), .. } if wake.is_some() == waking => {
+                        Ok(BoundedAppend::Stored { queue_len })
+                    }
+                    Appended::Full { queue_len } => Ok(BoundedAppend::Full { queue_len }),
+                    Appended::Stored { .. } => Err(StoreError::Batch("the append was not recorded whole".into())),
                 }
             }
             .await;
