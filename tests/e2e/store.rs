@@ -704,6 +704,34 @@ async fn a_bounded_append_counts_the_queue_in_its_own_transaction(db: Db) {
     assert!(outcomes.iter().all(|o| matches!(o, BoundedAppend::Stored { .. } | BoundedAppend::Full { queue_len: 5 })), "{outcomes:?}");
     assert_eq!(store.queue_len(&queue).await.expect("len"), 5);
     assert_eq!(store.wake_summary(&bob).await.expect("summary").expect("woken").count, 3, "refused appends record no wake");
+
+    // Other writers at the same time (a dispatcher recording what it sent, mailboxes deleting
+    // what was delivered) must not make a bounded append fail: it counts, then writes, in one
+    // transaction that has to hold the write lock from its start.
+    let carol = user("carol");
+    store.ensure_user(&carol).await.expect("user");
+    let writer = {
+        let store = store.clone();
+        let carol = carol.clone();
+        tokio::spawn(async move {
+            for n in 0..300 {
+                let presence = PresenceBody { show: Show::Away, status: Some(format!("{n}")) };
+                store.save_presence(&carol, &presence).await.expect("another writer's write");
+            }
+        })
+    };
+    let appenders = (0..300).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let who = user(&format!("busy{n}"));
+            let envelope = message(&who, "hi");
+            store.append_bounded(&QueueName::user(&who), &envelope, None, 10).await
+        })
+    });
+    for appended in futures::future::join_all(appenders).await {
+        assert_eq!(appended.expect("joined").expect("stored beside another writer"), BoundedAppend::Stored { queue_len: 1 });
+    }
+    writer.await.expect("the other writer finished");
 }
 
 async fn a_user_keeps_at_most_twenty_devices(db: Db) {

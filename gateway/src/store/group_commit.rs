@@ -9,6 +9,7 @@
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use super::migrate::Backend;
 use super::{QueueSeq, StoreError};
 use crate::envelope::Timestamp;
 use crate::wake::{Wake, WakeSeq};
@@ -93,9 +94,9 @@ pub(super) struct Appender {
 }
 
 impl Appender {
-    pub(super) fn spawn(pool: AnyPool) -> Self {
+    pub(super) fn spawn(pool: AnyPool, backend: Backend) -> Self {
         let (appends, inbox) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(run(pool, inbox));
+        tokio::spawn(run(Writer { pool, backend }, inbox));
         Self { appends }
     }
 
@@ -120,7 +121,25 @@ impl Appender {
     }
 }
 
-async fn run(pool: AnyPool, mut inbox: mpsc::Receiver<Append>) {
+struct Writer {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Writer {
+    /// A group commit reads (the queues' lengths) before it writes. SQLite cannot turn a read
+    /// transaction into a write while another connection writes, and says so at once instead of
+    /// waiting (`database is locked`); so it takes the write lock from the start, waiting for it
+    /// like any other writer.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+}
+
+async fn run(writer: Writer, mut inbox: mpsc::Receiver<Append>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = inbox.recv().await {
         batch.push(first);
@@ -131,7 +150,7 @@ async fn run(pool: AnyPool, mut inbox: mpsc::Receiver<Append>) {
             }
         }
         metrics::histogram!("switchboard_store_batch_size").record(batch.len() as f64);
-        match commit(&pool, &batch).await {
+        match commit(&writer, &batch).await {
             Ok(seqs) => {
                 for (append, seqs) in batch.drain(..).zip(seqs) {
                     let _ = append.reply.send(Ok(seqs));
@@ -147,7 +166,7 @@ async fn run(pool: AnyPool, mut inbox: mpsc::Receiver<Append>) {
             }
             Err(_) => {
                 for append in batch.drain(..) {
-                    let result = commit(&pool, std::slice::from_ref(&append)).await;
+                    let result = commit(&writer, std::slice::from_ref(&append)).await;
                     let answer = result.map_err(|e| e.to_string()).and_then(|mut appended| appended.pop().ok_or_else(|| "nothing committed".to_owned()));
                     let _ = append.reply.send(answer);
                 }
@@ -159,9 +178,9 @@ async fn run(pool: AnyPool, mut inbox: mpsc::Receiver<Append>) {
 /// A few statements per batch whatever its size: each statement is a round trip to the
 /// database (for SQLite, a hand-off to its worker thread and back), and at saturation those
 /// hand-offs, not the SQL, are the cost.
-async fn commit(pool: &AnyPool, batch: &[Append]) -> Result<Vec<Appended>, sqlx::Error> {
+async fn commit(writer: &Writer, batch: &[Append]) -> Result<Vec<Appended>, sqlx::Error> {
     let now = Timestamp::now().0;
-    let mut tx = pool.begin().await?;
+    let mut tx = writer.begin().await?;
     let mut lengths = queue_lengths(&mut tx, batch).await?;
     // Decided in arrival order, so an earlier append in the batch counts against a later one.
     // `Err` is a refusal; `Ok` the length after it, for an append that asked for a bound.

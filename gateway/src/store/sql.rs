@@ -64,7 +64,7 @@ impl SqlStore {
         };
         let pool = options.connect(url).await?;
         migrate::run(&pool, backend).await?;
-        let appender = Appender::spawn(pool.clone());
+        let appender = Appender::spawn(pool.clone(), backend);
         Ok(Self { pool, appender })
     }
 
