@@ -7,11 +7,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use switchboard_config::ApnsConfig;
 use switchboard_gateway::DeviceRegistration;
 
-use crate::notification::Notification;
+use crate::notification::{Aps, Notification};
 use crate::provider::{Delivery, Provider};
 use crate::{NOTIFICATION_TTL, PushError};
 
@@ -123,12 +122,16 @@ impl Provider for Apns {
     }
 }
 
-fn payload(notification: &Notification) -> Value {
-    let mut payload = json!({ "aps": notification.aps() });
-    for (key, value) in &notification.data {
-        payload[*key] = json!(value);
-    }
-    payload
+/// `aps` and the app's custom keys beside it, serialised straight into the request body.
+fn payload(notification: &Notification) -> Payload<'_> {
+    Payload { aps: notification.aps(), data: &notification.data }
+}
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    aps: Aps<'a>,
+    #[serde(flatten)]
+    data: &'a std::collections::BTreeMap<&'static str, String>,
 }
 
 #[derive(Deserialize)]

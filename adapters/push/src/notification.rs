@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use switchboard_config::PushContent;
 use switchboard_gateway::wake::{WakeKind, WakeSummary};
 use switchboard_gateway::{Domain, UserId};
@@ -23,19 +24,34 @@ pub struct Notification {
     pub data: BTreeMap<&'static str, String>,
 }
 
+/// `{"title", "body"}`, without an empty body: FCM's `notification` and APNs' `alert`.
+/// Borrowed and serialised straight into the request body: no JSON tree per notification.
+#[derive(Serialize)]
+pub struct Shown<'a> {
+    title: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    body: &'a str,
+}
+
+fn is_empty(text: &&str) -> bool {
+    text.is_empty()
+}
+
+/// The `aps` dictionary of an iOS notification, sent directly or through FCM.
+#[derive(Serialize)]
+pub struct Aps<'a> {
+    alert: Shown<'a>,
+    badge: u64,
+    sound: &'static str,
+}
+
 impl Notification {
-    /// `{"title", "body"}`, without an empty body: FCM's `notification` and APNs' `alert`.
-    pub fn title_and_body(&self) -> serde_json::Value {
-        let mut shown = serde_json::json!({ "title": self.title });
-        if !self.body.is_empty() {
-            shown["body"] = serde_json::json!(self.body);
-        }
-        shown
+    pub fn title_and_body(&self) -> Shown<'_> {
+        Shown { title: &self.title, body: &self.body }
     }
 
-    /// The `aps` dictionary of an iOS notification, sent directly or through FCM.
-    pub fn aps(&self) -> serde_json::Value {
-        serde_json::json!({ "alert": self.title_and_body(), "badge": self.count, "sound": "default" })
+    pub fn aps(&self) -> Aps<'_> {
+        Aps { alert: self.title_and_body(), badge: self.count, sound: "default" }
     }
 
     pub fn new(summary: &WakeSummary, content: PushContent, domain: &Domain) -> Self {

@@ -6,13 +6,15 @@
 mod token;
 
 use futures::future::BoxFuture;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use switchboard_config::FcmConfig;
 use switchboard_gateway::DeviceRegistration;
 
 use self::token::{AccessTokens, TokenError};
-use crate::notification::Notification;
+use crate::notification::{Aps, Notification, Shown};
 use crate::provider::{Delivery, Provider};
 use crate::{NOTIFICATION_TTL, PushError};
 
@@ -29,7 +31,7 @@ impl Fcm {
         Ok(Self { url, tokens, http })
     }
 
-    async fn post(&self, body: &Value) -> Result<reqwest::Response, Delivery> {
+    async fn post(&self, body: &SendRequest<'_>) -> Result<reqwest::Response, Delivery> {
         let token = self.tokens.get().await.map_err(|error| match error {
             TokenError::Refused(reason) => Delivery::Unauthorized(reason),
             TokenError::Unavailable(reason) => Delivery::Retry { after: None, reason },
@@ -77,28 +79,64 @@ impl Provider for Fcm {
 }
 
 /// The v1 `Message`: a notification Android shows by itself, `data` for the app, high priority
-/// so a dozing phone wakes, and an APNs block for iOS apps that receive through FCM.
-fn message(token: &str, notification: &Notification) -> Value {
-    json!({
-        "message": {
-            "token": token,
-            "notification": notification.title_and_body(),
-            "data": notification.data,
-            "android": {
-                "priority": "high",
-                "ttl": format!("{}s", NOTIFICATION_TTL.as_secs()),
-                "collapse_key": crate::COLLAPSE_ID,
+/// so a dozing phone wakes, and an APNs block for iOS apps that receive through FCM. Borrowed
+/// and serialised straight into the request body.
+fn message<'a>(token: &'a str, notification: &'a Notification) -> SendRequest<'a> {
+    SendRequest {
+        message: Message {
+            token,
+            notification: notification.title_and_body(),
+            data: &notification.data,
+            android: Android { priority: "high", ttl: format!("{}s", NOTIFICATION_TTL.as_secs()), collapse_key: crate::COLLAPSE_ID },
+            apns: ApnsOverride {
+                headers: ApnsHeaders { priority: "10", push_type: "alert", collapse_id: crate::COLLAPSE_ID },
+                payload: ApnsPayload { aps: notification.aps() },
             },
-            "apns": {
-                "headers": {
-                    "apns-priority": "10",
-                    "apns-push-type": "alert",
-                    "apns-collapse-id": crate::COLLAPSE_ID,
-                },
-                "payload": { "aps": notification.aps() }
-            }
-        }
-    })
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct SendRequest<'a> {
+    message: Message<'a>,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    token: &'a str,
+    notification: Shown<'a>,
+    /// FCM wants every value a string.
+    data: &'a BTreeMap<&'static str, String>,
+    android: Android,
+    apns: ApnsOverride<'a>,
+}
+
+#[derive(Serialize)]
+struct Android {
+    priority: &'static str,
+    ttl: String,
+    collapse_key: &'static str,
+}
+
+#[derive(Serialize)]
+struct ApnsOverride<'a> {
+    headers: ApnsHeaders,
+    payload: ApnsPayload<'a>,
+}
+
+#[derive(Serialize)]
+struct ApnsHeaders {
+    #[serde(rename = "apns-priority")]
+    priority: &'static str,
+    #[serde(rename = "apns-push-type")]
+    push_type: &'static str,
+    #[serde(rename = "apns-collapse-id")]
+    collapse_id: &'static str,
+}
+
+#[derive(Serialize)]
+struct ApnsPayload<'a> {
+    aps: Aps<'a>,
 }
 
 #[derive(Deserialize)]
@@ -165,8 +203,6 @@ async fn classify(response: reqwest::Response) -> Delivery {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use switchboard_gateway::UserId;
     use switchboard_gateway::wake::WakeKind;
 
@@ -182,7 +218,7 @@ mod tests {
             body: String::new(),
             data: BTreeMap::from([("count", "2".to_owned())]),
         };
-        let body = message("tok", &notification);
+        let body = serde_json::to_value(message("tok", &notification)).expect("serialisable");
         let message = &body["message"];
         assert_eq!(message["token"], "tok");
         assert_eq!(message["android"]["priority"], "high");
