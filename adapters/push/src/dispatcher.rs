@@ -90,6 +90,9 @@ struct InFlight {
     abort: AbortHandle,
 }
 
+/// A batch of marks and whether the store took it.
+type Written = (Vec<Notified>, Result<(), String>);
+
 /// What the store says about due users.
 type Lookup = (Vec<UserId>, Result<Vec<WakeLookup>, String>);
 
@@ -112,6 +115,9 @@ pub struct Dispatcher {
     told: HashMap<DeviceKey, Told>,
     /// Settled sends to record, in one transaction per batch of answers.
     marks: Vec<Notified>,
+    /// The batch being written, beside the loop: one write at a time, and the loop goes on
+    /// settling answers and starting sends meanwhile (what it settles waits for the next one).
+    marking: Option<tokio::task::JoinHandle<Written>>,
     /// Users with a send in flight, and how many.
     busy: HashMap<UserId, usize>,
     /// Users for whom a wake arrived while a send was in flight: visited again once it settles.
@@ -152,6 +158,7 @@ impl Dispatcher {
             backoff: HashMap::new(),
             told: HashMap::new(),
             marks: Vec::new(),
+            marking: None,
             busy: HashMap::new(),
             dirty: HashSet::new(),
             looking_up: HashSet::new(),
@@ -196,16 +203,60 @@ impl Dispatcher {
                     while let Some(joined) = self.sends.try_join_next_with_id() {
                         self.joined(joined).await;
                     }
-                    self.flush_marks().await;
+                }
+                written = written(&mut self.marking) => {
+                    self.marking = None;
+                    self.marked(written);
                 }
             }
             self.start_lookups();
+            self.start_marking();
         }
         let deadline = Instant::now() + SHUTDOWN_SETTLE;
         while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.sends.join_next_with_id()).await {
             self.joined(joined).await;
         }
+        if let Some(marking) = self.marking.take() {
+            let written = marking.await.map_err(|error| error.to_string());
+            self.marked(written);
+        }
         self.flush_marks().await;
+    }
+
+    /// Writes what was settled since the last write, unless a write is under way.
+    fn start_marking(&mut self) {
+        if self.marking.is_some() || self.marks.is_empty() {
+            return;
+        }
+        let marks = std::mem::take(&mut self.marks);
+        let outbox = self.outbox.clone();
+        self.marking = Some(tokio::spawn(async move {
+            let result = outbox.mark_notified(&marks).await.map_err(|error| error.to_string());
+            (marks, result)
+        }));
+    }
+
+    fn marked(&mut self, written: Result<Written, String>) {
+        match written {
+            Ok((marks, Ok(()))) => self.forget_told(marks),
+            // Kept in memory, so the devices are not notified again, and written with the next batch.
+            Ok((mut marks, Err(error))) => {
+                tracing::error!(devices = marks.len(), %error, "cannot record notifications; kept in memory");
+                marks.append(&mut self.marks);
+                self.marks = marks;
+            }
+            Err(error) => tracing::error!(%error, "recording notifications failed; kept in memory until a restart"),
+        }
+    }
+
+    /// The store now says what memory did.
+    fn forget_told(&mut self, marks: Vec<Notified>) {
+        for mark in marks {
+            let key = (mark.platform, mark.token);
+            if self.told.get(&key).is_some_and(|t| t.covered == mark.covered) {
+                self.told.remove(&key);
+            }
+        }
     }
 
     async fn resume(&mut self) {
@@ -481,23 +532,27 @@ impl Dispatcher {
         self.marks.push(Notified { user: user.clone(), platform: device.platform, token: device.token.clone(), covered, at });
     }
 
-    /// Writes the batch. When the store cannot take it, the in-memory record keeps the devices
-    /// from being notified again, and the batch is written with the next one.
+    /// Writes what is left, at shutdown. When the store cannot take it, the in-memory record
+    /// keeps the devices from being notified again until a restart.
     async fn flush_marks(&mut self) {
         if self.marks.is_empty() {
             return;
         }
         match self.outbox.mark_notified(&self.marks).await {
             Ok(()) => {
-                for mark in self.marks.drain(..) {
-                    let key = (mark.platform, mark.token);
-                    if self.told.get(&key).is_some_and(|t| t.covered == mark.covered) {
-                        self.told.remove(&key);
-                    }
-                }
+                let marks = std::mem::take(&mut self.marks);
+                self.forget_told(marks);
             }
             Err(error) => tracing::error!(devices = self.marks.len(), %error, "cannot record notifications; kept in memory"),
         }
+    }
+}
+
+/// The write under way, once it is done; never resolves while there is none.
+async fn written(marking: &mut Option<tokio::task::JoinHandle<Written>>) -> Result<Written, String> {
+    match marking {
+        Some(handle) => handle.await.map_err(|error| error.to_string()),
+        None => std::future::pending().await,
     }
 }
 
