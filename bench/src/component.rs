@@ -94,10 +94,18 @@ impl ComponentConn {
     }
 }
 
-/// A chat message from sender `k` of the bare component. Bodies are the benchmark's own
+/// A chat message from sender `k` of the bare component, shaped as the gateway shapes one (an
+/// id, XEP-0359 origin-id, a XEP-0184 receipt request, XEP-0333 markable, XEP-0085 active), so
+/// that the server does the same work per message on both paths and the comparison measures the
+/// gateway. The body, unique per message, is also its id. Bodies are the benchmark's own
 /// (`load::body`: letters, digits and colons), so they need no escaping.
 pub fn message(k: usize, to: &str, body: &str) -> String {
-    format!("<message from='{}' to='{to}' type='chat'><body>{body}</body></message>", sender_jid(k))
+    format!(
+        "<message from='{}' to='{to}' type='chat' id='{body}'><body>{body}</body>\
+         <origin-id xmlns='urn:xmpp:sid:0' id='{body}'/><request xmlns='urn:xmpp:receipts'/>\
+         <markable xmlns='urn:xmpp:chat-markers:0'/><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+        sender_jid(k)
+    )
 }
 
 async fn handshake(port: u16) -> anyhow::Result<(Reader, OwnedWriteHalf)> {
