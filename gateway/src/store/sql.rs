@@ -679,12 +679,12 @@ impl Store for SqlStore {
             let started = Instant::now();
             let result = async {
                 // A batch kept after a failed write may name a device twice: the newest counts.
-                let mut newest: Vec<&Notified> = Vec::with_capacity(notified.len());
-                for device in notified.iter().rev() {
-                    if !newest.iter().any(|n| n.platform == device.platform && n.token == device.token && n.user == device.user) {
-                        newest.push(device);
-                    }
-                }
+                let mut seen = std::collections::HashSet::with_capacity(notified.len());
+                let newest: Vec<&Notified> = notified
+                    .iter()
+                    .rev()
+                    .filter(|device| seen.insert((device.platform, device.token.as_str(), &device.user)))
+                    .collect();
                 let mut tx = self.pool.begin().await?;
                 for chunk in newest.chunks(NOTIFIED_ROWS_PER_UPDATE) {
                     let mut update = sqlx::query(sqlx::AssertSqlSafe(notified_update_sql(chunk.len())));
