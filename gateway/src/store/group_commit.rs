@@ -10,6 +10,7 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::migrate::Backend;
+use super::params;
 use super::{QueueSeq, StoreError};
 use crate::envelope::Timestamp;
 use crate::wake::{Wake, WakeSeq};
@@ -250,7 +251,7 @@ async fn queue_lengths<'b>(
         return Ok(lengths);
     }
     let queues: Vec<&str> = lengths.keys().copied().collect();
-    let list = (1..=queues.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let list = params::list(queues.len());
     let sql = format!("SELECT user_name, COUNT(*) AS n FROM offline WHERE user_name IN ({list}) GROUP BY user_name");
     let mut count = sqlx::query(sqlx::AssertSqlSafe(sql));
     for queue in &queues {
@@ -265,24 +266,9 @@ async fn queue_lengths<'b>(
     Ok(lengths)
 }
 
-/// `<insert>($1, …, $columns), (…), …` with `RETURNING seq`: built from counts only, so no value
-/// ever enters the text.
+/// `<insert>($1, …), (…), …` with `RETURNING seq`.
 fn values_insert(insert: &str, columns: usize, rows: usize) -> String {
-    let mut sql = String::with_capacity(insert.len() + rows * columns * 5 + 16);
-    sql.push_str(insert);
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
-        }
-        sql.push(')');
-    }
-    sql.push_str(" RETURNING seq");
-    sql
+    format!("{insert}{} RETURNING seq", params::rows(columns, rows))
 }
 
 /// One statement numbers its rows in the order of its VALUES list (a table's sequence or SQLite's
@@ -292,18 +278,4 @@ fn in_row_order(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<i64>, sqlx::Error> {
     let mut seqs = rows.iter().map(|row| row.try_get::<i64, _>("seq")).collect::<Result<Vec<_>, _>>()?;
     seqs.sort_unstable();
     Ok(seqs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_values_insert_numbers_every_parameter_once() {
-        assert_eq!(values_insert("INSERT INTO t (a, b) VALUES ", 2, 1), "INSERT INTO t (a, b) VALUES ($1, $2) RETURNING seq");
-        assert_eq!(
-            values_insert("INSERT INTO t (a, b) VALUES ", 2, 3),
-            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING seq"
-        );
-    }
 }

@@ -7,6 +7,7 @@
 mod aliases;
 mod group_commit;
 mod migrate;
+mod params;
 mod sql;
 
 use std::future::Future;

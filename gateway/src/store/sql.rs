@@ -6,6 +6,7 @@ use sqlx::{AnyPool, Row};
 
 use super::group_commit::{Appended, Appender, WakeRow};
 use super::migrate::{self, Backend};
+use super::params;
 use super::{BoundedAppend, MessageAlias, QueueName, QueueSeq, QueuedEnvelope, Store, StoreError, StoreFuture};
 use crate::id::MessageId;
 use crate::address::{Address, UserId};
@@ -71,6 +72,25 @@ impl SqlStore {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+
+    /// One append (with its wake, and a bound on her queue if any) through the group commit.
+    async fn append(
+        &self,
+        queue: &QueueName,
+        envelope: &Envelope,
+        wake: Option<&Wake>,
+        limit: Option<u64>,
+    ) -> Result<Appended, StoreError> {
+        let started = Instant::now();
+        let result = async {
+            let json = serde_json::to_string(envelope)?;
+            let wake = wake.map(WakeRow::new).transpose()?;
+            self.appender.append(queue.as_str().to_owned(), json, wake, limit).await
+        }
+        .await;
+        observe("enqueue", started, &result);
+        result
+    }
 }
 
 fn observe<T>(operation: &'static str, started: Instant, result: &Result<T, StoreError>) {
@@ -85,16 +105,10 @@ fn observe<T>(operation: &'static str, started: Instant, result: &Result<T, Stor
 const ALIAS_ROWS_PER_INSERT: usize = 64;
 
 fn alias_insert_sql(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO message_aliases (id, peer, foreign_id, user_name, created_ms) VALUES ");
-    for row in 0..rows {
-        let first = row * 5;
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", first + 1, first + 2, first + 3, first + 4, first + 5));
-    }
-    sql.push_str(" ON CONFLICT (id) DO NOTHING");
-    sql
+    format!(
+        "INSERT INTO message_aliases (id, peer, foreign_id, user_name, created_ms) VALUES {} ON CONFLICT (id) DO NOTHING",
+        params::rows(5, rows)
+    )
 }
 
 /// Devices per UPDATE of what they were told: five parameters each.
@@ -103,26 +117,15 @@ const NOTIFIED_ROWS_PER_UPDATE: usize = 128;
 /// One UPDATE for many devices, each only while it is still the named user's (it may have moved
 /// while the send was on its way). Built from the row count only.
 fn notified_update_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let first = row * 5;
-            format!("(${}, ${}, ${}, ${}, ${})", first + 1, first + 2, first + 3, first + 4, first + 5)
-        })
-        .collect();
     format!(
         "UPDATE devices SET covered_seq = v.column3, notified_ms = v.column4 FROM (VALUES {}) AS v \
          WHERE devices.platform = v.column1 AND devices.token = v.column2 AND devices.user_name = v.column5",
-        values.join(", ")
+        params::rows(5, rows)
     )
 }
 
 /// Users per outbox lookup: one parameter each, far below every backend's limit.
 pub const USERS_PER_WAKE_LOOKUP: usize = 256;
-
-/// `$1, $2, …`, `count` of them: built from numbers only, so no value ever enters the text.
-fn placeholders(count: usize) -> String {
-    (1..=count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
-}
 
 fn wake_target_from_row(row: &sqlx::any::AnyRow) -> Result<WakeTarget, StoreError> {
     Ok(WakeTarget {
@@ -195,17 +198,10 @@ impl Store for SqlStore {
 
     fn enqueue<'a>(&'a self, queue: &'a QueueName, envelope: &'a Envelope) -> StoreFuture<'a, QueueSeq> {
         Box::pin(async move {
-            let started = Instant::now();
-            let result = async {
-                let json = serde_json::to_string(envelope)?;
-                match self.appender.append(queue.as_str().to_owned(), json, None, None).await? {
-                    Appended::Stored { seq, .. } => Ok(seq),
-                    Appended::Full { .. } => Err(StoreError::Batch("refused without a bound".into())),
-                }
+            match self.append(queue, envelope, None, None).await? {
+                Appended::Stored { seq, .. } => Ok(seq),
+                Appended::Full { .. } => Err(StoreError::Batch("refused without a bound".into())),
             }
-            .await;
-            observe("enqueue", started, &result);
-            result
         })
     }
 
@@ -216,17 +212,10 @@ impl Store for SqlStore {
         wake: &'a Wake,
     ) -> StoreFuture<'a, (QueueSeq, WakeSeq)> {
         Box::pin(async move {
-            let started = Instant::now();
-            let result = async {
-                let json = serde_json::to_string(envelope)?;
-                match self.appender.append(queue.as_str().to_owned(), json, Some(WakeRow::new(wake)?), None).await? {
-                    Appended::Stored { seq, wake: Some(woken), .. } => Ok((seq, woken)),
-                    _ => Err(StoreError::Batch("the wake was not recorded".into())),
-                }
+            match self.append(queue, envelope, Some(wake), None).await? {
+                Appended::Stored { seq, wake: Some(woken), .. } => Ok((seq, woken)),
+                _ => Err(StoreError::Batch("the wake was not recorded".into())),
             }
-            .await;
-            observe("enqueue", started, &result);
-            result
         })
     }
 
@@ -238,22 +227,13 @@ impl Store for SqlStore {
         limit: u64,
     ) -> StoreFuture<'a, BoundedAppend> {
         Box::pin(async move {
-            let started = Instant::now();
-            let result = async {
-                let json = serde_json::to_string(envelope)?;
-                let wake = wake.map(WakeRow::new).transpose()?;
-                let waking = wake.is_some();
-                match self.appender.append(queue.as_str().to_owned(), json, wake, Some(limit)).await? {
-                    Appended::Stored { wake, queue_len: Some(queue_len), .. } if wake.is_some() == waking => {
-                        Ok(BoundedAppend::Stored { queue_len })
-                    }
-                    Appended::Full { queue_len } => Ok(BoundedAppend::Full { queue_len }),
-                    Appended::Stored { .. } => Err(StoreError::Batch("the append was not recorded whole".into())),
+            match self.append(queue, envelope, wake, Some(limit)).await? {
+                Appended::Stored { wake: woken, queue_len: Some(queue_len), .. } if woken.is_some() == wake.is_some() => {
+                    Ok(BoundedAppend::Stored { queue_len })
                 }
+                Appended::Full { queue_len } => Ok(BoundedAppend::Full { queue_len }),
+                Appended::Stored { .. } => Err(StoreError::Batch("the append was not recorded whole".into())),
             }
-            .await;
-            observe("enqueue", started, &result);
-            result
         })
     }
 
@@ -626,7 +606,7 @@ impl Store for SqlStore {
                 // Two round trips for many users: each is a hand-off to the database (for
                 // SQLite, to its worker thread), and at saturation that hand-off is the cost.
                 for chunk in users.chunks(USERS_PER_WAKE_LOOKUP) {
-                    let list = placeholders(chunk.len());
+                    let list = params::list(chunk.len());
                     let summaries = format!(
                         "SELECT w.seq, w.user_name, w.sender, w.kind, w.text, w.msg, w.created_ms, c.n \
                          FROM wakes AS w JOIN (SELECT MAX(seq) AS newest, COUNT(*) AS n FROM wakes \
