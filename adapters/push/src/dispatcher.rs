@@ -216,11 +216,17 @@ impl Dispatcher {
         while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.sends.join_next_with_id()).await {
             self.joined(joined).await;
         }
+        // The write under way, then one for what settled meanwhile.
+        self.finish_marking().await;
+        self.start_marking();
+        self.finish_marking().await;
+    }
+
+    async fn finish_marking(&mut self) {
         if let Some(marking) = self.marking.take() {
             let written = marking.await.map_err(|error| error.to_string());
             self.marked(written);
         }
-        self.flush_marks().await;
     }
 
     /// Writes what was settled since the last write, unless a write is under way.
@@ -320,23 +326,23 @@ impl Dispatcher {
                     lookups.into_iter().map(|lookup| (lookup.summary.newest.user.clone(), lookup)).collect();
                 for user in users {
                     let lookup = waiting.remove(&user);
-                    self.found_one(user, Ok(lookup.map(|l| (l.summary, l.targets))));
+                    self.found_one(user, Ok(lookup));
                 }
             }
             Err(error) => {
                 for user in users {
-                    self.found_one(user, Err(error.clone()));
+                    self.found_one(user, Err(&error));
                 }
             }
         }
     }
 
-    fn found_one(&mut self, user: UserId, found: Result<Option<(WakeSummary, Vec<WakeTarget>)>, String>) {
+    fn found_one(&mut self, user: UserId, found: Result<Option<WakeLookup>, &str>) {
         if !self.looking_up.remove(&user) {
             return;
         }
         match found {
-            Ok(Some((summary, targets))) => {
+            Ok(Some(WakeLookup { summary, targets })) => {
                 for target in targets {
                     match self.due_at(target, &summary) {
                         Some((at, _)) if at > Instant::now() => self.timers.schedule(user.clone(), at),
@@ -530,21 +536,6 @@ impl Dispatcher {
         let key = (device.platform, device.token.clone());
         self.told.insert(key, Told { user: user.clone(), covered, at });
         self.marks.push(Notified { user: user.clone(), platform: device.platform, token: device.token.clone(), covered, at });
-    }
-
-    /// Writes what is left, at shutdown. When the store cannot take it, the in-memory record
-    /// keeps the devices from being notified again until a restart.
-    async fn flush_marks(&mut self) {
-        if self.marks.is_empty() {
-            return;
-        }
-        match self.outbox.mark_notified(&self.marks).await {
-            Ok(()) => {
-                let marks = std::mem::take(&mut self.marks);
-                self.forget_told(marks);
-            }
-            Err(error) => tracing::error!(devices = self.marks.len(), %error, "cannot record notifications; kept in memory"),
-        }
     }
 }
 
