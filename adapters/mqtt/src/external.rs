@@ -221,7 +221,7 @@ impl Bridge {
                         self.publish_frame(&user, &frame, None);
                     }
                     // Acked only now: a crash before this point makes the broker send it again.
-                    self.ack(publish);
+                    self.requests.ack(publish);
                 }
                 Some((user, Outbound { envelope, delivered })) = deliveries.recv(), if room => {
                     let frame = self.session(&user).frame_for(&envelope);
@@ -245,7 +245,7 @@ impl Bridge {
             if let Some(frame) = frame {
                 self.publish_frame(&user, &frame, None);
             }
-            self.ack(publish);
+            self.requests.ack(publish);
         }
         self.go_offline_all();
         let _ = self.requests.client().disconnect().await;
@@ -310,7 +310,7 @@ impl Bridge {
 
     async fn on_publish(&mut self, publish: Publish) -> Option<Settled> {
         let Some((user, kind)) = self.settings.topics.parse(&publish.topic) else {
-            self.ack(publish);
+            self.requests.ack(publish);
             return None;
         };
         match kind {
@@ -341,7 +341,7 @@ impl Bridge {
                 }))
             }
             TopicKind::In => {
-                self.ack(publish);
+                self.requests.ack(publish);
                 None
             }
         }
@@ -381,10 +381,6 @@ impl Bridge {
         for (_, task) in self.online.drain() {
             task.abort();
         }
-    }
-
-    fn ack(&mut self, publish: Publish) {
-        self.requests.ack(publish);
     }
 
     fn publish_frame(&mut self, user: &UserId, frame: &ServerFrame, delivered: Option<Delivered>) {
