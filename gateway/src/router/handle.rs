@@ -123,7 +123,7 @@ impl RouterHandle {
 
     async fn open(&self, owner: Owner, adapter: &'static str) -> Result<SessionLease, RouterError> {
         let id = SessionId::next();
-        let (outbound_tx, outbound_rx) = mpsc::channel(self.settings.session_capacity);
+        let (outbound_tx, outbound_rx) = super::queue::bounded(self.settings.session_capacity);
         let kick = CancellationToken::new();
         let entry = Box::new(SessionEntry {
             id,

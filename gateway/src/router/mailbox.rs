@@ -11,6 +11,7 @@ use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::awaiting::{Awaiting, Delivery, Proofs};
+use super::queue;
 use super::session::{Delivered, Outbound, SessionEntry};
 use super::{Command, RouterSettings};
 use crate::address::{Address, UserId};
@@ -136,43 +137,49 @@ impl Mailbox {
         }
     }
 
-    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<MailboxCommand>) {
-        loop {
-            let idle = self.sessions.is_empty() && self.inflight.is_empty();
-            tokio::select! {
-                biased;
-                Some((delivery, delivered)) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    self.complete(delivery, delivered).await;
-                }
-                command = inbox.recv() => {
-                    let Some(command) = command else { break };
-                    self.depth.decrement(1.0);
-                    self.processed += 1;
-                    self.handle(command).await;
-                }
-                () = tokio::time::sleep(self.settings.mailbox_idle), if idle => {
-                    self.flush_confirmed().await;
-                    if let Some(router) = self.router.upgrade() {
-                        let idle = Command::Idle { owner: self.owner.clone(), processed: self.processed };
-                        let _ = router.send(idle).await;
+    /// Not an `async fn`: one copies its arguments into the future beside the originals, and
+    /// this future is kept by every user with a live session. Captured by the block, the
+    /// mailbox is held once.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn run(mut self, mut inbox: queue::Receiver<MailboxCommand>) -> impl Future<Output = ()> + Send {
+        async move {
+            loop {
+                let idle = self.sessions.is_empty() && self.inflight.is_empty();
+                tokio::select! {
+                    biased;
+                    Some((delivery, delivered)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                        self.complete(delivery, delivered).await;
+                    }
+                    command = inbox.recv() => {
+                        let Some(command) = command else { break };
+                        self.depth.decrement(1.0);
+                        self.processed += 1;
+                        self.handle(command).await;
+                    }
+                    () = tokio::time::sleep(self.settings.mailbox_idle), if idle => {
+                        self.flush_confirmed().await;
+                        if let Some(router) = self.router.upgrade() {
+                            let idle = Command::Idle { owner: self.owner.clone(), processed: self.processed };
+                            let _ = router.send(idle).await;
+                        }
                     }
                 }
-            }
-            if self.replay_due {
-                self.replay_due = false;
-                if let Some(session) = self.sessions.iter().rev().find(|s| s.deliverable).map(|s| s.id) {
-                    Box::pin(self.replay(session)).await;
+                if self.replay_due {
+                    self.replay_due = false;
+                    if let Some(session) = self.sessions.iter().rev().find(|s| s.deliverable).map(|s| s.id) {
+                        Box::pin(self.replay(session)).await;
+                    }
+                }
+                if self.confirmed.len() >= DEQUEUE_BATCH || (inbox.is_empty() && self.inflight.is_empty()) {
+                    self.flush_confirmed().await;
                 }
             }
-            if self.confirmed.len() >= DEQUEUE_BATCH || (inbox.is_empty() && self.inflight.is_empty()) {
-                self.flush_confirmed().await;
+            // The router is gone (shutdown): settle what is still in flight so nothing is lost.
+            while let Some((delivery, delivered)) = self.inflight.next().await {
+                self.complete(delivery, delivered).await;
             }
+            self.flush_confirmed().await;
         }
-        // The router is gone (shutdown): settle what is still in flight so nothing is lost.
-        while let Some((delivery, delivered)) = self.inflight.next().await {
-            self.complete(delivery, delivered).await;
-        }
-        self.flush_confirmed().await;
     }
 
     async fn handle(&mut self, command: MailboxCommand) {
@@ -392,22 +399,22 @@ impl Mailbox {
         // Room in the queue is the common case: no timer is armed for it.
         let outbound = match entry.outbound.try_send(outbound) {
             Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Full(outbound)) => outbound,
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(queue::TrySendError::Full(outbound)) => outbound,
+            Err(queue::TrySendError::Closed(_)) => {
                 self.remove_session(session);
                 return false;
             }
         };
         match entry.outbound.send_timeout(outbound, self.settings.slow_consumer_timeout).await {
             Ok(()) => true,
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            Err(queue::SendTimeoutError::Timeout(_)) => {
                 tracing::warn!(owner = %self.owner, session = %session, "slow consumer cut off");
                 ::metrics::counter!(metrics::ERRORS, "adapter" => entry.adapter, "code" => "slow-consumer").increment(1);
                 entry.kick.cancel();
                 self.remove_session(session);
                 false
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+            Err(queue::SendTimeoutError::Closed(_)) => {
                 self.remove_session(session);
                 false
             }

@@ -9,6 +9,7 @@
 mod awaiting;
 mod handle;
 mod mailbox;
+mod queue;
 mod resends;
 mod session;
 
@@ -103,7 +104,7 @@ pub(crate) enum Command {
 }
 
 struct MailboxRef {
-    commands: mpsc::Sender<MailboxCommand>,
+    commands: queue::Sender<MailboxCommand>,
     sent: u64,
 }
 
@@ -236,7 +237,7 @@ impl Router {
             .mailboxes
             .entry(owner)
             .or_insert_with(|| {
-                let (commands, inbox) = mpsc::channel(self.settings.mailbox_capacity);
+                let (commands, inbox) = queue::bounded(self.settings.mailbox_capacity);
                 let mailbox = Mailbox::new(
                     user.clone(),
                     self.store.clone(),
@@ -253,7 +254,7 @@ impl Router {
                 mailbox.sent += 1;
                 self.mailbox_depth.increment(1.0);
             }
-            Err(mpsc::error::TrySendError::Full(command) | mpsc::error::TrySendError::Closed(command)) => {
+            Err(queue::TrySendError::Full(command) | queue::TrySendError::Closed(command)) => {
                 // Policy: chat is never dropped silently. The sender hears `unavailable` and may
                 // retry; session bookkeeping is retried in the background so it is never lost.
                 match command {

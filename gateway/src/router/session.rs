@@ -6,6 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Command;
+use super::queue;
 use super::mailbox::MailboxCommand;
 use super::mailbox::Owner;
 use crate::address::UserId;
@@ -41,7 +42,7 @@ impl Delivered {
 pub(crate) struct SessionEntry {
     pub id: SessionId,
     pub adapter: &'static str,
-    pub outbound: mpsc::Sender<Outbound>,
+    pub outbound: queue::Sender<Outbound>,
     pub kick: CancellationToken,
     pub deliverable: bool,
 }
@@ -50,7 +51,7 @@ pub(crate) struct SessionEntry {
 pub struct SessionLease {
     pub id: SessionId,
     owner: Owner,
-    pub outbound: mpsc::Receiver<Outbound>,
+    pub outbound: queue::Receiver<Outbound>,
     kick: CancellationToken,
     commands: mpsc::Sender<Command>,
 }
@@ -59,7 +60,7 @@ impl SessionLease {
     pub(crate) fn new(
         id: SessionId,
         owner: Owner,
-        outbound: mpsc::Receiver<Outbound>,
+        outbound: queue::Receiver<Outbound>,
         kick: CancellationToken,
         commands: mpsc::Sender<Command>,
     ) -> Self {
