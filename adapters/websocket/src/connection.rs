@@ -31,13 +31,18 @@ pub(crate) fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<Shared>
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
-async fn run(mut sink: Sink, mut stream: Stream, login: Option<Login>, shared: Arc<Shared>) {
-    // Boxed, and so gone once done: authenticating and opening the session happen once, and as
-    // part of this future they would size it for the connection's whole life.
-    let Some(opened) = Box::pin(open(&mut sink, &mut stream, login, &shared)).await else {
-        return;
-    };
-    relay(sink, stream, opened, &shared).await;
+/// Not `async fn`s, this and [`relay`]: one copies its arguments into its future beside the
+/// originals, and these futures are kept by every connection for its whole life.
+#[allow(clippy::manual_async_fn)]
+fn run(mut sink: Sink, mut stream: Stream, login: Option<Login>, shared: Arc<Shared>) -> impl Future<Output = ()> + Send {
+    async move {
+        // Boxed, and so gone once done: authenticating and opening the session happen once, and as
+        // part of this future they would size it for the connection's whole life.
+        let Some(opened) = Box::pin(open(&mut sink, &mut stream, login, &shared)).await else {
+            return;
+        };
+        relay(sink, stream, opened, &shared).await;
+    }
 }
 
 /// A session opened for an authenticated client, which has its `ready`.
@@ -98,92 +103,97 @@ async fn open(sink: &mut Sink, stream: &mut Stream, login: Option<Login>, shared
 }
 
 /// Frames both ways until either side stops.
-async fn relay(mut sink: Sink, mut stream: Stream, opened: Opened, shared: &Shared) {
+#[allow(clippy::manual_async_fn)]
+fn relay(mut sink: Sink, mut stream: Stream, opened: Opened, shared: &Shared) -> impl Future<Output = ()> + Send + '_ {
     let Opened { user, valid_until, mut lease, session } = opened;
-    // The session ends with its token: a revoked user cannot stay connected on an old one.
-    let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
-    tokio::pin!(expiry);
-    let mut writer = Writer { sink: &mut sink, timeout: shared.settings.write_timeout, user: &user };
-    let mut replies = Replies::default();
-    let shutdown = shared.context.shutdown.clone().cancelled_owned();
-    tokio::pin!(shutdown);
-    let mut reading = true;
-    let kicked = lease.kicked();
-    tokio::pin!(kicked);
-    // Deliveries queued in the sink but not yet written: confirmed once they are.
-    let mut unwritten: Vec<Delivered> = Vec::new();
-    let mut unflushed_frames = 0usize;
-    loop {
-        // Frames that are ready together go out in one write: the sink is flushed once nothing
-        // else is ready (the last branch below), or after a bounded batch.
-        if unflushed_frames >= FLUSH_FRAMES {
-            if writer.flush().await.is_err() { break; }
-            unwritten.drain(..).for_each(Delivered::confirm);
-            unflushed_frames = 0;
-        }
-        tokio::select! {
-            biased;
-            Some(reply) = replies.next(), if !replies.is_empty() => {
-                if let Some(frame) = reply {
-                    if writer.queue(session.render(&frame)).await.is_err() { break; }
-                    unflushed_frames += 1;
-                }
-            }
-            () = &mut kicked => {
-                let _ = writer.sink.send(close(CLOSE_TRY_LATER, "too slow")).await;
-                break;
-            }
-            () = &mut expiry => {
-                tracing::info!(user = %user, "websocket session closed: its token expired");
-                count_error(NAME, ErrorCode::Forbidden);
-                let frame = ServerFrame::error(None, ErrorCode::Forbidden, "the token has expired; reconnect with a new one");
-                let _ = writer.send(session.render(&frame)).await;
-                let _ = writer.sink.send(close(CLOSE_POLICY, "token expired")).await;
-                break;
-            }
-            outbound = lease.outbound.recv() => {
-                let Some(Outbound { envelope, delivered }) = outbound else { break };
-                if let Some(text) = session.render_envelope(&envelope) {
-                    if writer.queue(text).await.is_err() { break; }
-                    unflushed_frames += 1;
-                    unwritten.extend(delivered);
-                } else if let Some(delivered) = delivered {
-                    delivered.confirm();
-                }
-            }
-            () = &mut shutdown, if reading => {
-                // Stop taking new frames; answer those already accepted, then close.
-                reading = false;
-                if replies.is_empty() { break; }
-            }
-            message = stream.next(), if reading => {
-                match message {
-                    Some(Ok(Message::Text(text))) => replies.push_back(session.accept(text.as_bytes()).await.settle()),
-                    Some(Ok(Message::Binary(_))) => {
-                        let frame = ServerFrame::error(None, ErrorCode::BadRequest, "frames are JSON text, not binary");
-                        if writer.send(session.render(&frame)).await.is_err() { break; }
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Err(error)) => {
-                        tracing::debug!(user = %user, %error, "websocket read failed");
-                        break;
-                    }
-                }
-            }
-            // Nothing else is ready: write what the turns before queued.
-            () = std::future::ready(()), if unflushed_frames > 0 => {
+    async move {
+        // The session ends with its token: a revoked user cannot stay connected on an old one.
+        let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+        tokio::pin!(expiry);
+        let mut writer = Writer { sink: &mut sink, timeout: shared.settings.write_timeout, user: &user };
+        let mut replies = Replies::default();
+        let shutdown = shared.context.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
+        let mut reading = true;
+        let kicked = lease.kicked();
+        tokio::pin!(kicked);
+        // Deliveries queued in the sink but not yet written: confirmed once they are.
+        let mut unwritten: Vec<Delivered> = Vec::new();
+        let mut unflushed_frames = 0usize;
+        loop {
+            // Frames that are ready together go out in one write: the sink is flushed once nothing
+            // else is ready (the last branch below), or after a bounded batch.
+            if unflushed_frames >= FLUSH_FRAMES {
                 if writer.flush().await.is_err() { break; }
                 unwritten.drain(..).for_each(Delivered::confirm);
                 unflushed_frames = 0;
             }
-        }
-        if !reading && replies.is_empty() {
-            if writer.flush().await.is_ok() {
-                unwritten.drain(..).for_each(Delivered::confirm);
+            tokio::select! {
+                biased;
+                Some(reply) = replies.next(), if !replies.is_empty() => {
+                    if let Some(frame) = reply {
+                        if writer.queue(session.render(&frame)).await.is_err() { break; }
+                        unflushed_frames += 1;
+                    }
+                }
+                () = &mut kicked => {
+                    let _ = writer.sink.send(close(CLOSE_TRY_LATER, "too slow")).await;
+                    break;
+                }
+                () = &mut expiry => {
+                    tracing::info!(user = %user, "websocket session closed: its token expired");
+                    count_error(NAME, ErrorCode::Forbidden);
+                    let frame = ServerFrame::error(None, ErrorCode::Forbidden, "the token has expired; reconnect with a new one");
+                    let _ = writer.send(session.render(&frame)).await;
+                    let _ = writer.sink.send(close(CLOSE_POLICY, "token expired")).await;
+                    break;
+                }
+                outbound = lease.outbound.recv() => {
+                    let Some(Outbound { envelope, delivered }) = outbound else { break };
+                    if let Some(text) = session.render_envelope(&envelope) {
+                        if writer.queue(text).await.is_err() { break; }
+                        unflushed_frames += 1;
+                        unwritten.extend(delivered);
+                    } else if let Some(delivered) = delivered {
+                        delivered.confirm();
+                    }
+                }
+                () = &mut shutdown, if reading => {
+                    // Stop taking new frames; answer those already accepted, then close.
+                    reading = false;
+                    if replies.is_empty() { break; }
+                }
+                message = stream.next(), if reading => {
+                    match message {
+                        // Boxed: routing a frame needs more room than the rest of this loop, and
+                    // unboxed every idle connection would keep it.
+                    Some(Ok(Message::Text(text))) => replies.push_back(Box::pin(session.accept(text.as_bytes())).await.settle()),
+                        Some(Ok(Message::Binary(_))) => {
+                            let frame = ServerFrame::error(None, ErrorCode::BadRequest, "frames are JSON text, not binary");
+                            if writer.send(session.render(&frame)).await.is_err() { break; }
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Err(error)) => {
+                            tracing::debug!(user = %user, %error, "websocket read failed");
+                            break;
+                        }
+                    }
+                }
+                // Nothing else is ready: write what the turns before queued.
+                () = std::future::ready(()), if unflushed_frames > 0 => {
+                    if writer.flush().await.is_err() { break; }
+                    unwritten.drain(..).for_each(Delivered::confirm);
+                    unflushed_frames = 0;
+                }
             }
-            let _ = writer.sink.send(close(CLOSE_TRY_LATER, "server shutting down")).await;
-            break;
+            if !reading && replies.is_empty() {
+                if writer.flush().await.is_ok() {
+                    unwritten.drain(..).for_each(Delivered::confirm);
+                }
+                let _ = writer.sink.send(close(CLOSE_TRY_LATER, "server shutting down")).await;
+                break;
+            }
         }
     }
 }

@@ -41,36 +41,69 @@ where
 {
     let mut reader = PacketReader::new(read_half, shared.settings.max_packet_bytes);
     let mut writer = PacketWriter::new(write_half, shared.settings.write_timeout);
-    let connect = match tokio::time::timeout(shared.settings.connect_timeout, read_connect(&mut reader)).await {
+    // The handshake and the ending are boxed, and so gone while the session runs: a task is as
+    // large as its largest await for its whole life, and these happen once.
+    let Some(Opened { mut client, lease, connect, taken_over, valid_until, connection_id }) =
+        Box::pin(open(&mut reader, &mut writer, peer, &shared)).await
+    else {
+        writer.shutdown().await;
+        return;
+    };
+    let end = client.run(&mut reader, &mut writer, lease, &connect, taken_over, valid_until).await;
+    Box::pin(close(client, end, &connect, writer, connection_id)).await;
+}
+
+/// A client that has its CONNACK and a session with the router.
+struct Opened {
+    client: Client,
+    lease: SessionLease,
+    connect: Connect,
+    taken_over: tokio_util::sync::CancellationToken,
+    valid_until: std::time::SystemTime,
+    connection_id: u64,
+}
+
+/// Reads CONNECT, authenticates, opens the session and queues the CONNACK; `None` once a
+/// refusal is queued or the client is gone.
+async fn open<R, W>(
+    reader: &mut PacketReader<R>,
+    writer: &mut PacketWriter<W>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Option<Opened>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut connect = match tokio::time::timeout(shared.settings.connect_timeout, read_connect(reader)).await {
         Ok(Ok(connect)) => connect,
         Ok(Err(ConnectError::Refuse(code))) => {
             writer.queue(&Packet::ConnAck(ConnAck::new(code, false)));
-            writer.shutdown().await;
-            return;
+            return None;
         }
         Ok(Err(ConnectError::Io(error))) => {
             tracing::debug!(%peer, %error, "mqtt connection ended before CONNECT");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(%peer, "no CONNECT in time");
-            return;
+            return None;
         }
     };
-    let (user, valid_until) = match authenticate(&connect, &shared) {
+    let (user, valid_until) = match authenticate(&connect, shared) {
         Ok(login) => (login.user, login.valid_until),
         Err(code) => {
             tracing::info!(%peer, ?code, "mqtt login refused");
             metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
             writer.queue(&Packet::ConnAck(ConnAck::new(code, false)));
-            writer.shutdown().await;
-            return;
+            return None;
         }
     };
+    // The CONNECT stays for its keep-alive and Will; the token in it is not kept that long.
+    connect.login = None;
     if connect.client_id.is_empty() && !connect.clean_session {
         writer.queue(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadClientId, false)));
-        writer.shutdown().await;
-        return;
+        return None;
     }
     let connection_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let client_id = if connect.client_id.is_empty() {
@@ -79,8 +112,7 @@ where
         connect.client_id.clone()
     };
 
-    // The rare awaits are boxed: a task is as large as its largest await, for its whole life.
-    let lease = match Box::pin(shared.context.router.open_session(user.clone(), NAME)).await {
+    let lease = match shared.context.router.open_session(user.clone(), NAME).await {
         Ok(lease) => lease,
         Err(error) => {
             // Too many sessions, or the gateway cannot record her: "server unavailable" is the
@@ -88,8 +120,7 @@ where
             tracing::info!(user = %user, %error, "cannot open session");
             metrics::counter!(ERRORS, "adapter" => NAME, "code" => "unavailable").increment(1);
             writer.queue(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::ServiceUnavailable, false)));
-            writer.shutdown().await;
-            return;
+            return None;
         }
     };
     let attached = shared.registry.attach(&user, &client_id, connection_id, connect.clean_session);
@@ -103,12 +134,12 @@ where
         shared.settings.max_frame_bytes,
         shared.counters.clone(),
     );
-    let mut client = Client {
+    let client = Client {
         shared: shared.clone(),
         session,
-        user: user.clone(),
-        client_id: client_id.clone(),
         in_topic: shared.settings.topics.topic(&user, TopicKind::In),
+        user,
+        client_id,
         subscription: attached.subscription,
         inflight: HashMap::new(),
         next_pkid: 0,
@@ -118,7 +149,11 @@ where
     if client.subscription.is_some() {
         lease.set_deliverable().await;
     }
-    let end = client.run(&mut reader, &mut writer, lease, &connect, attached.taken_over, valid_until).await;
+    Some(Opened { client, lease, connect, taken_over: attached.taken_over, valid_until, connection_id })
+}
+
+/// Releases what the session still holds, publishes the Will of a lost connection and closes.
+async fn close<W: AsyncWrite + Unpin>(mut client: Client, end: End, connect: &Connect, mut writer: PacketWriter<W>, connection_id: u64) {
     // Unconfirmed deliveries are released now, so the mailbox stores them at once instead of
     // waiting for this task to end.
     client.inflight.clear();
@@ -126,12 +161,12 @@ where
     match &end {
         End::Disconnect | End::Shutdown | End::TakenOver => {}
         End::Lost(reason) => {
-            tracing::debug!(user = %user, %reason, "mqtt connection lost");
-            Box::pin(client.publish_will(&connect)).await;
+            tracing::debug!(user = %client.user, %reason, "mqtt connection lost");
+            client.publish_will(connect).await;
         }
     }
     writer.shutdown().await;
-    shared.registry.detach(&user, &client_id, connection_id);
+    client.shared.registry.detach(&client.user, &client.client_id, connection_id);
 }
 
 enum ConnectError {
@@ -200,116 +235,123 @@ struct Client {
 }
 
 impl Client {
-    async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-        &mut self,
-        reader: &mut PacketReader<R>,
-        writer: &mut PacketWriter<W>,
+    /// Not an `async fn`: one copies its arguments into its future beside the originals, and
+    /// this future is kept by every connection for its whole life.
+    #[allow(clippy::manual_async_fn)]
+    fn run<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &'a mut self,
+        reader: &'a mut PacketReader<R>,
+        writer: &'a mut PacketWriter<W>,
         mut lease: SessionLease,
-        connect: &Connect,
+        connect: &'a Connect,
         taken_over: tokio_util::sync::CancellationToken,
         valid_until: std::time::SystemTime,
-    ) -> End {
-        // The connection ends with its token, as a WebSocket session does.
-        let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
-        tokio::pin!(expiry);
-        let keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-        // One timer for the connection's life, moved only when it fires: re-arming a timer for
-        // every packet would cost a timer-wheel update per message.
-        let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(Duration::from_secs(86_400)));
-        tokio::pin!(keep_alive_timer);
-        let mut last_packet = tokio::time::Instant::now();
-        let mut answers: FuturesOrdered<BoxFuture<'static, Answer>> = FuturesOrdered::new();
-        // Created once, not per loop turn: each `cancelled()` future registers with its token.
-        let taken_over = taken_over.cancelled_owned();
-        tokio::pin!(taken_over);
-        let shutdown = self.shared.context.shutdown.clone().cancelled_owned();
-        tokio::pin!(shutdown);
-        let kicked = lease.kicked();
-        tokio::pin!(kicked);
-        let mut reading = true;
-        let mut unflushed_events = 0usize;
-        let end = loop {
-            // Packets that are ready together leave together: the buffer is written once nothing
-            // else is ready (the last branch below), or after a bounded batch so that a client
-            // that never stops sending still gets its acknowledgements.
-            if writer.queued() >= FLUSH_BYTES || unflushed_events >= FLUSH_EVENTS {
-                if let Err(end) = self.flush(writer).await {
-                    break end;
-                }
-                unflushed_events = 0;
-            }
-            if !reading && answers.is_empty() {
-                break End::Shutdown;
-            }
-            unflushed_events += 1;
-            let window_open = self.inflight.len() < self.shared.settings.max_inflight;
-            tokio::select! {
-                biased;
-                () = &mut taken_over => break End::TakenOver,
-                () = &mut kicked => break End::Lost("slow consumer".into()),
-                // MQTT 3.1.1 has no way for a server to say why it disconnects: the connection is
-                // closed, as for a lost one (her Will tells her contacts).
-                () = &mut expiry => {
-                    tracing::info!(user = %self.user, "mqtt connection closed: its token expired");
-                    metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
-                    break End::Lost("token expired".into());
-                }
-                Some(answer) = answers.next(), if !answers.is_empty() => {
-                    if let Some(frame) = answer.frame {
-                        self.publish_frame(writer, &frame, None);
-                    }
-                    if let Some(ack) = answer.ack {
-                        writer.queue(&ack);
-                    }
-                }
-                outbound = lease.outbound.recv(), if window_open => {
-                    let Some(Outbound { envelope, delivered }) = outbound else {
-                        break End::Lost("session closed by the router".into());
-                    };
-                    // Not subscribed (any more): leave the proof unresolved so the router keeps
-                    // the envelope for later. Nothing to show the client: nothing to wait for.
-                    if self.subscription.is_some() {
-                        match self.session.render_envelope(&envelope) {
-                            Some(text) => self.publish_text(writer, text, delivered),
-                            None => delivered.into_iter().for_each(Delivered::confirm),
-                        }
-                    }
-                }
-                () = &mut shutdown, if reading => reading = false,
-                () = &mut keep_alive_timer, if reading && keep_alive.is_some() => {
-                    let due = last_packet + keep_alive.unwrap_or_default();
-                    if due <= tokio::time::Instant::now() {
-                        break End::Lost("keep-alive expired".into());
-                    }
-                    keep_alive_timer.as_mut().reset(due);
-                }
-                packet = reader.next(), if reading => {
-                    last_packet = tokio::time::Instant::now();
-                    let packet = match packet {
-                        Ok(packet) => packet,
-                        Err(IoError::Malformed(error)) => {
-                            metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
-                            break End::Lost(format!("malformed packet: {error}"));
-                        }
-                        Err(error) => break End::Lost(error.to_string()),
-                    };
-                    match self.handle(packet, writer, &lease).await {
-                        Step::Continue => {}
-                        Step::Answer(answer) => answers.push_back(answer),
-                        Step::End(end) => break end,
-                    }
-                }
-                // Nothing else is ready: write what the turns before queued, in one go.
-                () = std::future::ready(()), if writer.queued() > 0 || !self.unconfirmed_writes.is_empty() => {
+    ) -> impl Future<Output = End> + 'a {
+        async move {
+            // The connection ends with its token, as a WebSocket session does.
+            let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+            tokio::pin!(expiry);
+            let keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+            // One timer for the connection's life, moved only when it fires: re-arming a timer for
+            // every packet would cost a timer-wheel update per message.
+            let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(Duration::from_secs(86_400)));
+            tokio::pin!(keep_alive_timer);
+            let mut last_packet = tokio::time::Instant::now();
+            let mut answers: FuturesOrdered<BoxFuture<'static, Answer>> = FuturesOrdered::new();
+            // Created once, not per loop turn: each `cancelled()` future registers with its token.
+            let taken_over = taken_over.cancelled_owned();
+            tokio::pin!(taken_over);
+            let shutdown = self.shared.context.shutdown.clone().cancelled_owned();
+            tokio::pin!(shutdown);
+            let kicked = lease.kicked();
+            tokio::pin!(kicked);
+            let mut reading = true;
+            let mut unflushed_events = 0usize;
+            let end = loop {
+                // Packets that are ready together leave together: the buffer is written once nothing
+                // else is ready (the last branch below), or after a bounded batch so that a client
+                // that never stops sending still gets its acknowledgements.
+                if writer.queued() >= FLUSH_BYTES || unflushed_events >= FLUSH_EVENTS {
                     if let Err(end) = self.flush(writer).await {
                         break end;
                     }
                     unflushed_events = 0;
                 }
-            }
-        };
-        let _ = writer.flush().await;
-        end
+                if !reading && answers.is_empty() {
+                    break End::Shutdown;
+                }
+                unflushed_events += 1;
+                let window_open = self.inflight.len() < self.shared.settings.max_inflight;
+                tokio::select! {
+                    biased;
+                    () = &mut taken_over => break End::TakenOver,
+                    () = &mut kicked => break End::Lost("slow consumer".into()),
+                    // MQTT 3.1.1 has no way for a server to say why it disconnects: the connection is
+                    // closed, as for a lost one (her Will tells her contacts).
+                    () = &mut expiry => {
+                        tracing::info!(user = %self.user, "mqtt connection closed: its token expired");
+                        metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
+                        break End::Lost("token expired".into());
+                    }
+                    Some(answer) = answers.next(), if !answers.is_empty() => {
+                        if let Some(frame) = answer.frame {
+                            self.publish_frame(writer, &frame, None);
+                        }
+                        if let Some(ack) = answer.ack {
+                            writer.queue(&ack);
+                        }
+                    }
+                    outbound = lease.outbound.recv(), if window_open => {
+                        let Some(Outbound { envelope, delivered }) = outbound else {
+                            break End::Lost("session closed by the router".into());
+                        };
+                        // Not subscribed (any more): leave the proof unresolved so the router keeps
+                        // the envelope for later. Nothing to show the client: nothing to wait for.
+                        if self.subscription.is_some() {
+                            match self.session.render_envelope(&envelope) {
+                                Some(text) => self.publish_text(writer, text, delivered),
+                                None => delivered.into_iter().for_each(Delivered::confirm),
+                            }
+                        }
+                    }
+                    () = &mut shutdown, if reading => reading = false,
+                    () = &mut keep_alive_timer, if reading && keep_alive.is_some() => {
+                        let due = last_packet + keep_alive.unwrap_or_default();
+                        if due <= tokio::time::Instant::now() {
+                            break End::Lost("keep-alive expired".into());
+                        }
+                        keep_alive_timer.as_mut().reset(due);
+                    }
+                    packet = reader.next(), if reading => {
+                        last_packet = tokio::time::Instant::now();
+                        let packet = match packet {
+                            Ok(packet) => packet,
+                            Err(IoError::Malformed(error)) => {
+                                metrics::counter!(ERRORS, "adapter" => NAME, "code" => "bad-request").increment(1);
+                                break End::Lost(format!("malformed packet: {error}"));
+                            }
+                            Err(error) => break End::Lost(error.to_string()),
+                        };
+                        // Boxed: handling a packet (routing a PUBLISH, flushing a SUBACK) needs more room
+                        // than the rest of this loop, and unboxed every idle connection would keep it.
+                        match Box::pin(self.handle(packet, writer, &lease)).await {
+                            Step::Continue => {}
+                            Step::Answer(answer) => answers.push_back(answer),
+                            Step::End(end) => break end,
+                        }
+                    }
+                    // Nothing else is ready: write what the turns before queued, in one go.
+                    () = std::future::ready(()), if writer.queued() > 0 || !self.unconfirmed_writes.is_empty() => {
+                        if let Err(end) = self.flush(writer).await {
+                            break end;
+                        }
+                        unflushed_events = 0;
+                    }
+                }
+            };
+            let _ = writer.flush().await;
+            end
+        }
     }
 
     /// Writes what is queued; QoS 0 deliveries count as delivered once written.
