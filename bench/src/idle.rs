@@ -24,6 +24,9 @@ use crate::servers::{self, Ports};
 const CONNECTING: usize = 256;
 /// Connections per loopback source address (ephemeral ports 32768–60999 leave room).
 const PER_SOURCE: usize = 20_000;
+/// Source addresses already used by a population of this run: the next one starts on fresh
+/// ones, since the last one's closed connections keep their ports in TIME_WAIT for a minute.
+static SOURCES_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// How long a population idles before its memory is read.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -137,11 +140,13 @@ async fn open(protocol: &'static str, port: u16, sessions: usize) -> anyhow::Res
     let mut pending = FuturesUnordered::new();
     let mut next = 0;
     let mut retries = 0;
+    let first_source = SOURCES_USED.fetch_add(sessions.div_ceil(PER_SOURCE), std::sync::atomic::Ordering::Relaxed);
     while open.len() < sessions {
         while next < sessions && pending.len() < CONNECTING {
             let user = format!("idle{next}");
             // Not 127.0.0.1: its ephemeral ports stay free for the servers the bench starts next.
-            let source = Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(next / PER_SOURCE).context("too many sessions")?);
+            let source_index = u8::try_from(first_source + next / PER_SOURCE).ok().filter(|index| *index < 250);
+            let source = Ipv4Addr::new(127, 0, 0, 2 + source_index.context("too many sessions")?);
             pending.push(async move {
                 let token = mint(&user)?;
                 // A client whose connection is refused in a crowd tries again, as apps do.
