@@ -197,3 +197,66 @@ async fn a_burst_through_the_broker_is_delivered_and_acknowledged_whole() {
     }
     assert_eq!((bodies.len(), acked.len()), (BURST, BURST));
 }
+
+/// A broker that stops taking traffic while its connection stays up (here SIGSTOP, shorter than
+/// the bridge's 30 s keep-alive) backs up the bridge until the router cuts bob's bridged session
+/// off as a slow consumer (after 10 s). He is still online at the broker, so the bridge opens a new
+/// session: everything the gateway acknowledged reaches him once the broker takes traffic again,
+/// including what was kept for him while he had no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_session_cut_off_behind_a_stalled_broker_is_opened_again() {
+    // More than the bridge holds before it stops taking deliveries (broker window, rumqttc's
+    // queue, its own backlog and channel) plus bob's session queue.
+    const SENT: usize = 4_000;
+    let broker = Mosquitto::start(USERS).await;
+    let gateway = Gateway::start_with(&format!(
+        "[mqtt]\nurl = \"mqtt://gateway:gw-secret@{}\"\nclient_id = \"gw-test\"\n[limits]\nmessages_per_second = 1000000\n",
+        broker.address
+    ))
+    .await;
+    healthy(&gateway).await;
+    let mut carol = gateway.ws_user("carol").await;
+    let mut bob = broker_user(&broker, "bob", "bob-pw").await;
+    send_until_known(&mut carol, "bob", "before").await;
+    assert_eq!(bob.recv_type("message").await["body"], "before");
+
+    broker.pause().await;
+    for n in 0..SENT {
+        carol.send(message(&format!("s{n}"), "bob", &format!("stalled {n}"))).await;
+    }
+    // Until the router has cut bob's session off (10 s after his queue filled), well inside the
+    // bridge's keep-alive.
+    let stalled_at = tokio::time::Instant::now();
+    while gateway.metric(SLOW_CONSUMERS).await < 1.0 {
+        assert!(stalled_at.elapsed() < std::time::Duration::from_secs(25), "bob's bridged session was never cut off");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    broker.resume().await;
+
+    // Each frame is answered: acknowledged, or refused while bob's mailbox was full.
+    let mut acked = std::collections::HashSet::new();
+    let mut answered = 0;
+    while answered < SENT {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(60), carol.recv()).await.expect("every frame is answered");
+        match frame["type"].as_str() {
+            Some("ack") => {
+                acked.insert(frame["id"].as_str().unwrap_or_default().trim_start_matches('s').to_owned());
+            }
+            Some("error") => assert_eq!(frame["code"], "unavailable", "{frame}"),
+            _ => continue,
+        }
+        answered += 1;
+    }
+    assert!(acked.len() > 2_000, "only {} acknowledged: the bridge was not backed up", acked.len());
+    let mut seen = std::collections::HashSet::new();
+    while !acked.iter().all(|n| seen.contains(n)) {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(60), bob.recv_type("message"))
+            .await
+            .unwrap_or_else(|_| panic!("{} of {} acknowledged messages reached bob", seen.len(), acked.len()));
+        if let Some(number) = frame["body"].as_str().and_then(|body| body.strip_prefix("stalled ")) {
+            seen.insert(number.to_owned());
+        }
+    }
+}
+
+const SLOW_CONSUMERS: &str = "switchboard_errors_total{adapter=\"mqtt\",code=\"slow-consumer\"}";

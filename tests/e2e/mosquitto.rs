@@ -143,6 +143,21 @@ impl Mosquitto {
         self.spawn().await;
     }
 
+    /// SIGSTOP: connections stay open, nothing is read or answered until [`Mosquitto::resume`].
+    pub async fn pause(&self) {
+        self.signal("-STOP").await;
+    }
+
+    pub async fn resume(&self) {
+        self.signal("-CONT").await;
+    }
+
+    async fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("mosquitto is running");
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().await.expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Kills and starts it again on the same port; it forgets every session (no persistence).
     pub async fn restart(&mut self) {
         self.stop().await;

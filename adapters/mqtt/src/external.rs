@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport};
 use switchboard_frames::{ClientFrame, FrameCounters, FrameSession, ServerFrame, parse_client_frame};
-use switchboard_gateway::router::{Delivered, Outbound};
+use switchboard_gateway::router::{Delivered, Outbound, RouterHandle, SessionLease};
 use switchboard_gateway::tls::{self, TlsError, rustls::ClientConfig};
 use switchboard_gateway::{AdapterContext, AdapterError, Show, UserId};
 use tokio::sync::mpsc;
@@ -351,7 +351,7 @@ impl Bridge {
         if self.online.contains_key(user) {
             return;
         }
-        let mut lease = match self.context.router.open_session(user.clone(), NAME).await {
+        let lease = match self.context.router.open_session(user.clone(), NAME).await {
             Ok(lease) => lease,
             Err(error) => {
                 tracing::error!(user = %user, %error, "cannot open session");
@@ -359,15 +359,7 @@ impl Bridge {
             }
         };
         lease.set_deliverable().await;
-        let forward = self.deliveries_tx.clone();
-        let owner = user.clone();
-        let task = tokio::spawn(async move {
-            while let Some(outbound) = lease.outbound.recv().await {
-                if forward.send((owner.clone(), outbound)).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let task = tokio::spawn(forward_session(lease, user.clone(), self.context.router.clone(), self.deliveries_tx.clone()));
         self.online.insert(user.clone(), task.abort_handle());
     }
 
@@ -387,6 +379,38 @@ impl Bridge {
         let text = self.session(user).render(frame);
         let topic = self.settings.topics.topic(user, TopicKind::In);
         self.requests.publish(topic, text.into_bytes(), delivered);
+    }
+}
+
+/// Hands the session's deliveries to the bridge while she is online at the broker. The router
+/// ends a session the bridge does not keep up with (a broker that takes nothing for
+/// `slow_consumer_timeout`); she is still online, so a new session takes over and is given first
+/// what was stored for her meanwhile. Ends when the bridge or the router stops, or when she goes
+/// offline (the task is aborted).
+async fn forward_session(
+    mut lease: SessionLease,
+    user: UserId,
+    router: RouterHandle,
+    forward: mpsc::Sender<(UserId, Outbound)>,
+) {
+    loop {
+        while let Some(outbound) = lease.outbound.recv().await {
+            if forward.send((user.clone(), outbound)).await.is_err() {
+                return;
+            }
+        }
+        drop(lease);
+        tracing::info!(user = %user, "bridged session ended by the router; opening a new one");
+        // Not at once: the broker that was too slow a moment ago gets a breath first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        lease = match router.open_session(user.clone(), NAME).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                tracing::warn!(user = %user, %error, "cannot reopen bridged session");
+                return;
+            }
+        };
+        lease.set_deliverable().await;
     }
 }
 
