@@ -256,7 +256,7 @@ impl Router {
             }
             Err(queue::TrySendError::Full(command) | queue::TrySendError::Closed(command)) => {
                 // Policy: chat is never dropped silently. The sender hears `unavailable` and may
-                // retry; session bookkeeping is retried in the background so it is never lost.
+                // retry; session bookkeeping goes in beyond the capacity so it is never lost.
                 match command {
                     MailboxCommand::Deliver { reply, envelope } => {
                         // Counted, and logged below warning: under overload this happens per message.
@@ -264,13 +264,12 @@ impl Router {
                         tracing::debug!(user = %user, msg = %envelope.id, "mailbox full, refusing");
                         let _ = reply.send(Outcome::Retryable("the recipient is overloaded".into()));
                     }
+                    // In order, beyond the capacity: there is one per session opened or closed.
                     other => {
-                        let commands = mailbox.commands.clone();
-                        mailbox.sent += 1;
-                        self.mailbox_depth.increment(1.0);
-                        tokio::spawn(async move {
-                            let _ = commands.send(other).await;
-                        });
+                        if mailbox.commands.force_send(other).is_ok() {
+                            mailbox.sent += 1;
+                            self.mailbox_depth.increment(1.0);
+                        }
                     }
                 }
             }

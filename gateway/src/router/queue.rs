@@ -72,19 +72,25 @@ impl<T> Sender<T> {
         Ok(())
     }
 
-    /// Waits for room; `Err` gives the item back once the receiver is gone.
-    pub async fn send(&self, item: T) -> Result<(), T> {
-        self.send_until(item, None).await.map_err(|error| match error {
-            SendTimeoutError::Closed(item) | SendTimeoutError::Timeout(item) => item,
-        })
+    /// Queued even beyond the capacity: for what must not be refused or overtaken (a session's
+    /// opening and closing), and is bounded elsewhere (by the connections there are). `Err`
+    /// gives the item back once the receiver is gone.
+    pub fn force_send(&self, item: T) -> Result<(), T> {
+        {
+            let mut state = self.shared.lock();
+            if !state.receiving {
+                return Err(item);
+            }
+            state.items.push_back(item);
+        }
+        self.shared.readable.notify_one();
+        Ok(())
     }
 
-    /// Waits at most `timeout` for room.
-    pub async fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.send_until(item, Some(tokio::time::Instant::now() + timeout)).await
-    }
-
-    async fn send_until(&self, mut item: T, deadline: Option<tokio::time::Instant>) -> Result<(), SendTimeoutError<T>> {
+    /// Waits at most `timeout` for room. Meant for a queue's one producer: a sender waiting here
+    /// has no precedence over another's `try_send`.
+    pub async fn send_timeout(&self, mut item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let writable = self.shared.writable.notified();
             tokio::pin!(writable);
@@ -95,13 +101,8 @@ impl<T> Sender<T> {
                 Err(TrySendError::Closed(back)) => return Err(SendTimeoutError::Closed(back)),
                 Err(TrySendError::Full(back)) => item = back,
             }
-            match deadline {
-                Some(deadline) => {
-                    if tokio::time::timeout_at(deadline, writable).await.is_err() {
-                        return Err(SendTimeoutError::Timeout(item));
-                    }
-                }
-                None => writable.await,
+            if tokio::time::timeout_at(deadline, writable).await.is_err() {
+                return Err(SendTimeoutError::Timeout(item));
             }
         }
     }
@@ -137,8 +138,8 @@ pub struct Receiver<T> {
 }
 
 impl<T> Receiver<T> {
-    /// The next item; `None` once every sender is gone and the queue is drained. Cancel-safe:
-    /// an item is taken only when this returns it.
+    /// The next item; `None` once the queue is drained and every sender is gone or the receiver
+    /// closed. Cancel-safe: an item is taken only when this returns it.
     pub async fn recv(&mut self) -> Option<T> {
         loop {
             match self.try_recv() {
@@ -159,7 +160,7 @@ impl<T> Receiver<T> {
                     }
                     item
                 }
-                None if state.senders == 0 => return Err(TryRecvError::Disconnected),
+                None if state.senders == 0 || !state.receiving => return Err(TryRecvError::Disconnected),
                 None => return Err(TryRecvError::Empty),
             }
         };
@@ -179,8 +180,13 @@ impl<T> Receiver<T> {
 }
 
 impl<T> Drop for Receiver<T> {
+    /// What is still queued is dropped with the receiver, as with tokio's channels: a reply or a
+    /// proof of delivery inside it then tells its waiter that nobody will answer. Dropped outside
+    /// the lock, since an item's drop may wake other tasks.
     fn drop(&mut self) {
         self.close();
+        let items = std::mem::take(&mut self.shared.lock().items);
+        drop(items);
     }
 }
 
@@ -207,7 +213,7 @@ mod tests {
         tx.try_send(1).expect("room");
         tx.try_send(2).expect("room");
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
-        let waiting = tokio::spawn(async move { tx.send(3).await.map(|()| tx) });
+        let waiting = tokio::spawn(async move { tx.send_timeout(3, Duration::from_secs(60)).await.map(|()| tx) });
         tokio::task::yield_now().await;
         assert_eq!(rx.recv().await, Some(1));
         let tx = waiting.await.expect("joined").expect("sent once there was room");
@@ -215,6 +221,39 @@ mod tests {
         assert_eq!(rx.recv().await, Some(2));
         assert_eq!(rx.recv().await, Some(3));
         assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_forced_send_goes_in_beyond_the_capacity_and_in_order() {
+        let (tx, mut rx) = bounded(1);
+        tx.try_send(1).expect("room");
+        tx.force_send(2).expect("receiver alive");
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(rx.try_recv(), Ok(2));
+        drop(rx);
+        assert_eq!(tx.force_send(4), Err(4));
+    }
+
+    #[tokio::test]
+    async fn a_closed_receiver_ends_once_drained_though_senders_live() {
+        let (tx, mut rx) = bounded(4);
+        tx.try_send(1).expect("room");
+        rx.close();
+        assert_eq!(rx.recv().await, Some(1));
+        let after = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(after, Ok(None), "recv ends instead of waiting for senders that may never stop");
+        drop(tx);
+    }
+
+    #[test]
+    fn what_is_queued_is_dropped_with_the_receiver() {
+        let (tx, rx) = bounded(4);
+        let (reply, mut answer) = tokio::sync::oneshot::channel::<()>();
+        tx.try_send(reply).expect("room");
+        drop(rx);
+        assert_eq!(answer.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Closed), "the waiter learns nobody will answer");
+        drop(tx);
     }
 
     #[tokio::test]
@@ -249,10 +288,10 @@ mod tests {
     async fn a_sender_waiting_for_room_learns_that_the_receiver_left() {
         let (tx, rx) = bounded(1);
         tx.try_send(1).expect("room");
-        let waiting = tokio::spawn(async move { tx.send(2).await });
+        let waiting = tokio::spawn(async move { tx.send_timeout(2, Duration::from_secs(60)).await });
         tokio::task::yield_now().await;
         drop(rx);
-        assert_eq!(waiting.await.expect("joined"), Err(2));
+        assert!(matches!(waiting.await.expect("joined"), Err(SendTimeoutError::Closed(2))));
     }
 
     #[test]
