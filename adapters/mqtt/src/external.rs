@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport};
 use switchboard_frames::{ClientFrame, FrameCounters, FrameSession, ServerFrame, parse_client_frame};
-use switchboard_gateway::router::{Delivered, Outbound, RouterHandle, SessionLease};
+use switchboard_gateway::router::{Delivered, Outbound, RouterError, RouterHandle, SessionLease};
 use switchboard_gateway::tls::{self, TlsError, rustls::ClientConfig};
 use switchboard_gateway::{AdapterContext, AdapterError, Show, UserId};
 use tokio::sync::mpsc;
@@ -401,13 +401,18 @@ async fn forward_session(
         }
         drop(lease);
         tracing::info!(user = %user, "bridged session ended by the router; opening a new one");
-        // Not at once: the broker that was too slow a moment ago gets a breath first.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        lease = match router.open_session(user.clone(), NAME).await {
-            Ok(lease) => lease,
-            Err(error) => {
-                tracing::warn!(user = %user, %error, "cannot reopen bridged session");
-                return;
+        // Not at once: the broker that was too slow a moment ago gets a breath first. A refusal
+        // (too many sessions, the store) is tried again, or she would stay online without one.
+        let mut pause = Duration::from_secs(1);
+        lease = loop {
+            tokio::time::sleep(pause).await;
+            match router.open_session(user.clone(), NAME).await {
+                Ok(lease) => break lease,
+                Err(RouterError::Stopped) => return,
+                Err(error) => {
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                    tracing::warn!(user = %user, %error, retry_in = ?pause, "cannot reopen bridged session");
+                }
             }
         };
         lease.set_deliverable().await;
