@@ -58,28 +58,24 @@ pub struct Sender<T> {
 
 impl<T> Sender<T> {
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        {
-            let mut state = self.shared.lock();
-            if !state.receiving {
-                return Err(TrySendError::Closed(item));
-            }
-            if state.items.len() >= state.capacity {
-                return Err(TrySendError::Full(item));
-            }
-            state.items.push_back(item);
-        }
-        self.shared.readable.notify_one();
-        Ok(())
+        self.push(item, true)
     }
 
     /// Queued even beyond the capacity: for what must not be refused or overtaken (a session's
     /// opening and closing), and is bounded elsewhere (by the connections there are). `Err`
     /// gives the item back once the receiver is gone.
     pub fn force_send(&self, item: T) -> Result<(), T> {
+        self.push(item, false).map_err(|(TrySendError::Closed(item) | TrySendError::Full(item))| item)
+    }
+
+    fn push(&self, item: T, within_capacity: bool) -> Result<(), TrySendError<T>> {
         {
             let mut state = self.shared.lock();
             if !state.receiving {
-                return Err(item);
+                return Err(TrySendError::Closed(item));
+            }
+            if within_capacity && state.items.len() >= state.capacity {
+                return Err(TrySendError::Full(item));
             }
             state.items.push_back(item);
         }
