@@ -9,8 +9,15 @@ use crate::mosquitto::Mosquitto;
 pub(crate) const USERS: &[(&str, &str)] = &[("gateway", "gw-secret"), ("alice", "alice-pw"), ("bob", "bob-pw")];
 
 async fn gateway_on(broker: &Mosquitto) -> Gateway {
+    gateway_on_with(broker, "").await
+}
+
+/// Senders in a burst are not held back by the per-user rate limit.
+const UNLIMITED: &str = "[limits]\nmessages_per_second = 1000000\n";
+
+async fn gateway_on_with(broker: &Mosquitto, extra: &str) -> Gateway {
     let gateway = Gateway::start_with(&format!(
-        "[mqtt]\nurl = \"mqtt://gateway:gw-secret@{}\"\nclient_id = \"gw-test\"\n",
+        "[mqtt]\nurl = \"mqtt://gateway:gw-secret@{}\"\nclient_id = \"gw-test\"\n{extra}",
         broker.address
     ))
     .await;
@@ -169,12 +176,7 @@ async fn the_gateway_reconnects_and_resubscribes_after_a_broker_restart() {
 async fn a_burst_through_the_broker_is_delivered_and_acknowledged_whole() {
     const BURST: usize = 3_000;
     let broker = Mosquitto::start(USERS).await;
-    let gateway = Gateway::start_with(&format!(
-        "[mqtt]\nurl = \"mqtt://gateway:gw-secret@{}\"\nclient_id = \"gw-test\"\n[limits]\nmessages_per_second = 1000000\n",
-        broker.address
-    ))
-    .await;
-    healthy(&gateway).await;
+    let gateway = gateway_on_with(&broker, UNLIMITED).await;
     let mut carol = gateway.ws_user("carol").await;
     let mut alice = broker_user(&broker, "alice", "alice-pw").await;
     // Known to the gateway once her first frame is answered.
@@ -209,12 +211,7 @@ async fn a_bridged_session_cut_off_behind_a_stalled_broker_is_opened_again() {
     // queue, its own backlog and channel) plus bob's session queue.
     const SENT: usize = 4_000;
     let broker = Mosquitto::start(USERS).await;
-    let gateway = Gateway::start_with(&format!(
-        "[mqtt]\nurl = \"mqtt://gateway:gw-secret@{}\"\nclient_id = \"gw-test\"\n[limits]\nmessages_per_second = 1000000\n",
-        broker.address
-    ))
-    .await;
-    healthy(&gateway).await;
+    let gateway = gateway_on_with(&broker, UNLIMITED).await;
     let mut carol = gateway.ws_user("carol").await;
     let mut bob = broker_user(&broker, "bob", "bob-pw").await;
     send_until_known(&mut carol, "bob", "before").await;
