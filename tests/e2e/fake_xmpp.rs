@@ -43,6 +43,9 @@ struct Shared {
     writer: Mutex<Option<OwnedWriteHalf>>,
     /// Why stream openings were refused, for the test's failure message.
     refusals: std::sync::Mutex<Vec<String>>,
+    /// Correct handshakes still to answer with `host-unknown`, as a server does while the
+    /// component's host is not yet loaded.
+    to_refuse: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for FakeServer {
@@ -55,7 +58,11 @@ impl FakeServer {
     pub async fn start(domain: &str, secret: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake component port");
         let address = listener.local_addr().expect("local address");
-        let shared = Arc::new(Shared { writer: Mutex::new(None), refusals: std::sync::Mutex::default() });
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(None),
+            refusals: std::sync::Mutex::default(),
+            to_refuse: std::sync::atomic::AtomicU64::new(0),
+        });
         let (stanzas_tx, stanzas) = mpsc::unbounded_channel();
         let (handshakes_tx, handshakes) = watch::channel(0);
         let server_domain = domain.split_once('.').map_or(domain, |(_, parent)| parent).to_owned();
@@ -88,6 +95,11 @@ impl FakeServer {
             "[gateway]\ndomain = \"{}\"\n[xmpp]\nserver = \"{}\"\nsecret = \"{}\"\n",
             self.domain, self.address, self.secret
         )
+    }
+
+    /// Answers the next `count` correct handshakes with a `host-unknown` stream error.
+    pub fn refuse_next_handshakes(&self, count: u64) {
+        self.shared.to_refuse.store(count, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How many component streams have completed their handshake so far.
@@ -175,7 +187,11 @@ async fn accept_loop(
         let Ok((tcp, _)) = listener.accept().await else { return };
         let _ = tcp.set_nodelay(true);
         streams += 1;
-        let (mut stream, write_half) = match handshake(tcp, &domain, &secret, &format!("fake-stream-{streams}")).await {
+        let refuse = shared
+            .to_refuse
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |left| left.checked_sub(1))
+            .is_ok();
+        let (mut stream, write_half) = match handshake(tcp, &domain, &secret, &format!("fake-stream-{streams}"), refuse).await {
             Ok(accepted) => accepted,
             Err(refusal) => {
                 shared.refusals.lock().expect("not poisoned").push(refusal);
@@ -197,6 +213,7 @@ async fn handshake(
     domain: &str,
     secret: &str,
     id: &str,
+    refuse: bool,
 ) -> Result<(XmlStream<ReadHalf, Element>, OwnedWriteHalf), String> {
     let (read_half, mut write_half) = tcp.into_split();
     // The parser reads; every write goes through `write_half`, raw, so that the tests can write
@@ -216,6 +233,10 @@ async fn handshake(
     let mut stream = pending.send_features::<Element>(&StreamFeatures::default()).await.map_err(|e| e.to_string())?;
     let expected = Handshake::from_stream_id_and_password(id.to_owned(), secret).data.map(hex).ok_or("no digest")?;
     match stream.next().await {
+        Some(Ok(handshake)) if handshake.name() == "handshake" && handshake.text() == expected && refuse => {
+            let _ = write_half.write_all(b"<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>").await;
+            return Err("refused as the test asked".into());
+        }
         Some(Ok(handshake)) if handshake.name() == "handshake" && handshake.text() == expected => {}
         other => {
             let _ = write_half.write_all(b"<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>").await;

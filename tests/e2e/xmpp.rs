@@ -324,3 +324,15 @@ async fn a_server_restart_mid_stream_loses_nothing_that_was_acked() {
         }
     }
 }
+
+/// A server still loading the component's host answers its handshake with `host-unknown` (Prosody
+/// does for a moment after it starts listening). That passes: the link is retried soon, not after
+/// the longest pause, so the gateway is joined within seconds.
+#[tokio::test]
+async fn a_handshake_refused_while_the_server_starts_is_retried_soon() {
+    let mut server = crate::fake_xmpp::FakeServer::start("gw.localhost", "fake-component-secret").await;
+    server.refuse_next_handshakes(2);
+    let _gateway = Gateway::start_with(&server.gateway_config()).await;
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(10), server.wait_handshakes(1)).await;
+    assert!(joined.is_ok(), "the link was not retried within 10 s of two refusals");
+}

@@ -102,13 +102,10 @@ async fn supervise(settings: XmppSettings, context: AdapterContext) -> Result<()
                     Ended::Lost(reason) => tracing::warn!(%reason, "xmpp component link lost; reconnecting"),
                 }
             }
-            Err(error) => {
-                let level_is_config = error.is_configuration();
-                tracing::warn!(%error, "xmpp component link failed");
-                if level_is_config {
-                    backoff = MAX_BACKOFF;
-                }
-            }
+            // A refused handshake backs off like any other failure: a server that is still
+            // loading the component's host refuses it for a moment, and a wrong secret or domain
+            // reaches the longest pause within half a minute anyway.
+            Err(error) => tracing::warn!(%error, "xmpp component link failed"),
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),

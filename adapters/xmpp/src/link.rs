@@ -33,13 +33,6 @@ pub(crate) enum LinkError {
     Closed,
 }
 
-impl LinkError {
-    /// A wrong secret or domain does not fix itself by retrying fast.
-    pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Refused(_))
-    }
-}
-
 pub(crate) async fn connect(server: &str, domain: &str, secret: &str, timeouts: Timeouts) -> Result<Link, LinkError> {
     let tcp = TcpStream::connect(server)
         .await
