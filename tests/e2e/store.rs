@@ -70,6 +70,7 @@ on_both_backends!(
     devices_register_move_and_unregister,
     roster_items_are_saved_and_deleted_when_empty,
     aliases_resolve_only_for_their_peer,
+    a_batch_of_aliases_spanning_several_statements_keeps_each_row_whole,
     ping_answers,
     reopening_keeps_everything,
     wakes_are_recorded_with_their_envelope_and_cleared_on_return,
@@ -412,6 +413,20 @@ async fn aliases_resolve_only_for_their_peer(db: Db) {
     store.save_aliases(std::slice::from_ref(&reused)).await.expect("save reused");
     assert_eq!(store.resolve_alias(&carol, "stanza-1").await.expect("resolve"), Some(reused));
     assert_eq!(store.alias_of(&to_carol.id).await.expect("older still known"), Some(to_carol));
+}
+
+/// The write-behind hands the store a thousand aliases at a time, written many rows per
+/// statement: every row must come back with its own peer, foreign id and user.
+async fn a_batch_of_aliases_spanning_several_statements_keeps_each_row_whole(db: Db) {
+    let store = db.open().await;
+    let aliases: Vec<MessageAlias> = (0..300)
+        .map(|n| alias(&remote(&format!("peer{n}"), "xmpp.example.org"), &format!("stanza-{n}"), &format!("user{n}")))
+        .collect();
+    store.save_aliases(&aliases).await.expect("save");
+    for alias in &aliases {
+        assert_eq!(store.alias_of(&alias.id).await.expect("of").as_ref(), Some(alias));
+        assert_eq!(store.resolve_alias(&alias.peer, &alias.foreign_id).await.expect("resolve").as_ref(), Some(alias));
+    }
 }
 
 async fn ping_answers(db: Db) {

@@ -182,7 +182,7 @@ async fn run(writer: Writer, mut inbox: mpsc::Receiver<Append>) {
 async fn commit(writer: &Writer, batch: &[Append]) -> Result<Vec<Appended>, sqlx::Error> {
     let now = Timestamp::now().0;
     let mut tx = writer.begin().await?;
-    let mut lengths = queue_lengths(&mut tx, batch).await?;
+    let mut lengths = queue_lengths(writer.backend, &mut tx, batch).await?;
     // Decided in arrival order, so an earlier append in the batch counts against a later one.
     // `Err` is a refusal; `Ok` the length after it, for an append that asked for a bound.
     let decisions: Vec<Result<Option<u64>, u64>> = batch
@@ -201,6 +201,7 @@ async fn commit(writer: &Writer, batch: &[Append]) -> Result<Vec<Appended>, sqlx
     let mut woken = Vec::new();
     if !stored.is_empty() {
         let mut offline = sqlx::query(sqlx::AssertSqlSafe(values_insert(
+            writer.backend,
             "INSERT INTO offline (user_name, created_ms, envelope) VALUES ",
             3,
             stored.len(),
@@ -211,7 +212,7 @@ async fn commit(writer: &Writer, batch: &[Append]) -> Result<Vec<Appended>, sqlx
         queued = in_row_order(offline.fetch_all(&mut *tx).await?)?;
         let wakes: Vec<&WakeRow> = stored.iter().filter_map(|append| append.wake.as_ref()).collect();
         if !wakes.is_empty() {
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(values_insert(WakeRow::INSERT, WakeRow::COLUMNS, wakes.len())));
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(values_insert(writer.backend, WakeRow::INSERT, WakeRow::COLUMNS, wakes.len())));
             for wake in wakes {
                 insert = wake.bind(insert);
             }
@@ -242,6 +243,7 @@ async fn commit(writer: &Writer, batch: &[Append]) -> Result<Vec<Appended>, sqlx
 /// How many envelopes wait in each queue that an append of the batch asked a bound for (and
 /// only those): one statement for the batch.
 async fn queue_lengths<'b>(
+    backend: Backend,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     batch: &'b [Append],
 ) -> Result<std::collections::HashMap<&'b str, u64>, sqlx::Error> {
@@ -251,7 +253,7 @@ async fn queue_lengths<'b>(
         return Ok(lengths);
     }
     let queues: Vec<&str> = lengths.keys().copied().collect();
-    let list = params::list(queues.len());
+    let list = params::list(backend, queues.len());
     let sql = format!("SELECT user_name, COUNT(*) AS n FROM offline WHERE user_name IN ({list}) GROUP BY user_name");
     let mut count = sqlx::query(sqlx::AssertSqlSafe(sql));
     for queue in &queues {
@@ -267,8 +269,8 @@ async fn queue_lengths<'b>(
 }
 
 /// `<insert>($1, …), (…), …` with `RETURNING seq`.
-fn values_insert(insert: &str, columns: usize, rows: usize) -> String {
-    format!("{insert}{} RETURNING seq", params::rows(columns, rows))
+fn values_insert(backend: Backend, insert: &str, columns: usize, rows: usize) -> String {
+    format!("{insert}{} RETURNING seq", params::rows(backend, columns, rows))
 }
 
 /// One statement numbers its rows in the order of its VALUES list (a table's sequence or SQLite's

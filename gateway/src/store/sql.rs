@@ -18,10 +18,12 @@ use crate::wake::{Notified, Wake, WakeKind, WakeLookup, WakeSeq, WakeSummary, Wa
 const MAX_DEVICES_PER_USER: i64 = 20;
 
 /// SQLite or PostgreSQL through sqlx's `Any` driver: one set of queries (`$N` placeholders work on
-/// both), two migration directories.
+/// both; statements with many values take each backend's own, see `params`), two migration
+/// directories.
 #[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    backend: Backend,
     appender: Appender,
 }
 
@@ -66,7 +68,7 @@ impl SqlStore {
         let pool = options.connect(url).await?;
         migrate::run(&pool, backend).await?;
         let appender = Appender::spawn(pool.clone(), backend);
-        Ok(Self { pool, appender })
+        Ok(Self { pool, backend, appender })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -104,10 +106,10 @@ fn observe<T>(operation: &'static str, started: Instant, result: &Result<T, Stor
 /// Rows per alias INSERT: five parameters each, far below every backend's limit.
 const ALIAS_ROWS_PER_INSERT: usize = 64;
 
-fn alias_insert_sql(rows: usize) -> String {
+fn alias_insert_sql(backend: Backend, rows: usize) -> String {
     format!(
         "INSERT INTO message_aliases (id, peer, foreign_id, user_name, created_ms) VALUES {} ON CONFLICT (id) DO NOTHING",
-        params::rows(5, rows)
+        params::rows(backend, 5, rows)
     )
 }
 
@@ -116,11 +118,11 @@ const NOTIFIED_ROWS_PER_UPDATE: usize = 128;
 
 /// One UPDATE for many devices, each only while it is still the named user's (it may have moved
 /// while the send was on its way). Built from the row count only.
-fn notified_update_sql(rows: usize) -> String {
+fn notified_update_sql(backend: Backend, rows: usize) -> String {
     format!(
         "UPDATE devices SET covered_seq = v.column3, notified_ms = v.column4 FROM (VALUES {}) AS v \
          WHERE devices.platform = v.column1 AND devices.token = v.column2 AND devices.user_name = v.column5",
-        params::rows(5, rows)
+        params::rows(backend, 5, rows)
     )
 }
 
@@ -488,7 +490,7 @@ impl Store for SqlStore {
                 // SQLite, to its worker thread), and aliases come by the thousand.
                 for chunk in aliases.chunks(ALIAS_ROWS_PER_INSERT) {
                     // Built from the row count only: no value ever enters the text.
-                    let sql = alias_insert_sql(chunk.len());
+                    let sql = alias_insert_sql(self.backend, chunk.len());
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                     for alias in chunk {
                         query = query
@@ -606,7 +608,7 @@ impl Store for SqlStore {
                 // Two round trips for many users: each is a hand-off to the database (for
                 // SQLite, to its worker thread), and at saturation that hand-off is the cost.
                 for chunk in users.chunks(USERS_PER_WAKE_LOOKUP) {
-                    let list = params::list(chunk.len());
+                    let list = params::list(self.backend, chunk.len());
                     let summaries = format!(
                         "SELECT w.seq, w.user_name, w.sender, w.kind, w.text, w.msg, w.created_ms, c.n \
                          FROM wakes AS w JOIN (SELECT MAX(seq) AS newest, COUNT(*) AS n FROM wakes \
@@ -667,7 +669,7 @@ impl Store for SqlStore {
                     .collect();
                 let mut tx = self.pool.begin().await?;
                 for chunk in newest.chunks(NOTIFIED_ROWS_PER_UPDATE) {
-                    let mut update = sqlx::query(sqlx::AssertSqlSafe(notified_update_sql(chunk.len())));
+                    let mut update = sqlx::query(sqlx::AssertSqlSafe(notified_update_sql(self.backend, chunk.len())));
                     for device in chunk {
                         update = update
                             .bind(device.platform.as_str())
