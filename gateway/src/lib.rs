@@ -27,6 +27,7 @@ pub mod health;
 pub mod id;
 pub mod metrics;
 pub mod outcome;
+mod prehashed;
 pub mod roster;
 pub mod router;
 pub mod store;

@@ -17,7 +17,7 @@ use tokio_xmpp::xmlstream::{ReadError, Timeouts};
 
 use crate::convert::{Addressing, Condition, Inbound, error_reply};
 use crate::link::{self, Link};
-use crate::namespace::{to_client, to_component};
+use crate::namespace::{COMPONENT, to_client, to_component};
 use crate::service;
 
 pub const NAME: &str = "xmpp";
@@ -352,7 +352,7 @@ async fn handle_batch(stanzas: Vec<Element>, addressing: &Addressing, context: &
             _ => None,
         })
         .collect();
-    record_aliases(context, &aliases).await;
+    context.aliases.save(aliases).await;
     let mut settling = Vec::new();
     for (stanza, inbound) in classified {
         if let Some(settle) = handle(stanza, inbound, addressing, context).await {
@@ -453,10 +453,6 @@ async fn handle(stanza: Element, inbound: Inbound, addressing: &Addressing, cont
     }
 }
 
-async fn record_aliases(context: &AdapterContext, aliases: &[MessageAlias]) {
-    context.aliases.save(aliases).await;
-}
-
 fn bare(address: &Address) -> Address {
     match address {
         Address::Remote(remote) => Address::Remote(remote.bare()),
@@ -464,7 +460,7 @@ fn bare(address: &Address) -> Address {
     }
 }
 
-/// Sends a batch of envelopes through the link, after the id bookkeeping: each message's id is
+/// Sends a batch of envelopes through the link (built in the component namespace), after the id bookkeeping: each message's id is
 /// recorded (in memory at once, in the store behind the traffic) so the peer's receipts and errors
 /// can be matched to it; a receipt names the peer's own id for the message.
 async fn send_batch(
@@ -489,12 +485,12 @@ async fn send_batch(
             }
         })
         .collect();
-    record_aliases(context, &aliases).await;
+    context.aliases.save(aliases).await;
     let mut proofs = Vec::with_capacity(batch.len());
     for Outbound { envelope, delivered } in batch {
         if let Some(stanza) = stanza_for(&envelope, addressing, context).await {
             tracing::trace!(stanza = %String::from(&stanza), "stanza to xmpp");
-            link.feed(&to_component(stanza)).await?;
+            link.feed(&stanza).await?;
         }
         proofs.extend(delivered);
     }
@@ -510,7 +506,7 @@ async fn stanza_for(envelope: &Envelope, addressing: &Addressing, context: &Adap
     {
         let mut renamed = envelope.clone();
         renamed.body = Body::Receipt(ReceiptBody { of: MessageId::from_string(alias.foreign_id), status: receipt.status });
-        return addressing.outbound(&renamed);
+        return addressing.outbound_in(&renamed, COMPONENT);
     }
-    addressing.outbound(envelope)
+    addressing.outbound_in(envelope, COMPONENT)
 }

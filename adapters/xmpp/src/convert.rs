@@ -171,8 +171,16 @@ impl Addressing {
         Inbound::Envelope { envelope, stanza_id }
     }
 
-    /// The stanza for an envelope leaving through the link; `None` for bodies XMPP has no use for.
+    /// The stanza for an envelope leaving through the link, in `jabber:client`; `None` for bodies
+    /// XMPP has no use for.
     pub fn outbound(&self, envelope: &Envelope) -> Option<Element> {
+        self.outbound_in(envelope, CLIENT)
+    }
+
+    /// [`Self::outbound`] built in `namespace` directly: the link writes stanzas in
+    /// `jabber:component:accept`, and moving a built one there rebuilds every element of it, per
+    /// message.
+    pub(crate) fn outbound_in(&self, envelope: &Envelope, namespace: &str) -> Option<Element> {
         let Address::Remote(to) = &envelope.to else { return None };
         let from = match &envelope.from {
             Address::User { user } => format!("{user}@{}", self.component),
@@ -187,13 +195,13 @@ impl Addressing {
                     MessageKind::Chat => "chat",
                     MessageKind::Normal => "normal",
                 };
-                let mut builder = stanza("message", &full_from, &to, Some(id)).attr(ncname("type"), kind);
+                let mut builder = stanza(namespace, "message", &full_from, &to, Some(id)).attr(ncname("type"), kind);
                 if let Some(subject) = &message.subject {
-                    builder = builder.append(text_child("subject", subject));
+                    builder = builder.append(text_child(namespace, "subject", subject));
                 }
-                builder = builder.append(text_child("body", &message.body));
+                builder = builder.append(text_child(namespace, "body", &message.body));
                 if let Some(thread) = &message.thread {
-                    builder = builder.append(text_child("thread", thread));
+                    builder = builder.append(text_child(namespace, "thread", thread));
                 }
                 builder
                     .append(Element::builder("origin-id", STANZA_ID).attr(ncname("id"), id).build())
@@ -203,17 +211,17 @@ impl Addressing {
                     .build()
             }
             Body::Presence(presence) => {
-                let mut builder = stanza("presence", &full_from, &to, None);
+                let mut builder = stanza(namespace, "presence", &full_from, &to, None);
                 match presence.show {
                     Show::Unavailable => builder = builder.attr(ncname("type"), "unavailable"),
                     Show::Available => {}
-                    Show::Away => builder = builder.append(text_child("show", "away")),
-                    Show::Chat => builder = builder.append(text_child("show", "chat")),
-                    Show::Dnd => builder = builder.append(text_child("show", "dnd")),
-                    Show::Xa => builder = builder.append(text_child("show", "xa")),
+                    Show::Away => builder = builder.append(text_child(namespace, "show", "away")),
+                    Show::Chat => builder = builder.append(text_child(namespace, "show", "chat")),
+                    Show::Dnd => builder = builder.append(text_child(namespace, "show", "dnd")),
+                    Show::Xa => builder = builder.append(text_child(namespace, "show", "xa")),
                 }
                 if let Some(status) = &presence.status {
-                    builder = builder.append(text_child("status", status));
+                    builder = builder.append(text_child(namespace, "status", status));
                 }
                 builder.build()
             }
@@ -225,23 +233,23 @@ impl Addressing {
                     SubscriptionAction::Unsubscribed => "unsubscribed",
                 };
                 // Subscription stanzas come from the bare JID (RFC 6121 §3.1.1).
-                stanza("presence", &from, &to, Some(id)).attr(ncname("type"), kind).build()
+                stanza(namespace, "presence", &from, &to, Some(id)).attr(ncname("type"), kind).build()
             }
             Body::Receipt(receipt) => {
                 let payload = match receipt.status {
                     ReceiptStatus::Received => Element::builder("received", RECEIPTS),
                     ReceiptStatus::Displayed => Element::builder("displayed", MARKERS),
                 };
-                stanza("message", &full_from, &to, Some(id))
+                stanza(namespace, "message", &full_from, &to, Some(id))
                     .attr(ncname("type"), "chat")
                     .append(payload.attr(ncname("id"), receipt.of.as_str()).build())
                     .build()
             }
-            Body::ChatState { state } => stanza("message", &full_from, &to, Some(id))
+            Body::ChatState { state } => stanza(namespace, "message", &full_from, &to, Some(id))
                 .attr(ncname("type"), "chat")
                 .append(Element::bare(chat_state_name(*state), CHATSTATES))
                 .build(),
-            Body::Probe => stanza("presence", &from, &to, None).attr(ncname("type"), "probe").build(),
+            Body::Probe => stanza(namespace, "presence", &from, &to, None).attr(ncname("type"), "probe").build(),
             Body::Device(_) | Body::Failure(_) => return None,
         };
         Some(element)
@@ -272,16 +280,16 @@ fn bounce(stanza: &Element) -> Inbound {
     Inbound::Bounce { peer: Address::Remote(remote(&from).bare()), foreign_id: id.to_owned(), reason, text }
 }
 
-fn stanza(name: &str, from: &str, to: &str, id: Option<&str>) -> tokio_xmpp::minidom::ElementBuilder {
-    let builder = Element::builder(name, CLIENT).attr(ncname("from"), from).attr(ncname("to"), to);
+fn stanza(namespace: &str, name: &str, from: &str, to: &str, id: Option<&str>) -> tokio_xmpp::minidom::ElementBuilder {
+    let builder = Element::builder(name, namespace).attr(ncname("from"), from).attr(ncname("to"), to);
     match id {
         Some(id) => builder.attr(ncname("id"), id),
         None => builder,
     }
 }
 
-fn text_child(name: &str, text: &str) -> Element {
-    Element::builder(name, CLIENT).append(text.to_owned()).build()
+fn text_child(namespace: &str, name: &str, text: &str) -> Element {
+    Element::builder(name, namespace).append(text.to_owned()).build()
 }
 
 fn chat_state_name(state: ChatState) -> &'static str {
@@ -399,6 +407,25 @@ mod tests {
         assert_eq!(out.attr("id"), Some(reply.id.as_str()));
         assert_eq!(out.get_child("origin-id", STANZA_ID).and_then(|o| o.attr("id")), Some(reply.id.as_str()));
         assert!(out.has_child("request", RECEIPTS) && out.has_child("markable", MARKERS));
+    }
+
+    #[test]
+    fn a_stanza_built_for_the_link_is_the_client_stanza_in_the_component_namespace() {
+        let alice = Address::user(UserId::parse("alice").expect("user"));
+        let carol = Address::Remote(RemoteAddress { local: Some("carol".into()), domain: "localhost".into(), resource: None });
+        let message = Body::Message(MessageBody {
+            body: "<b> & é".into(),
+            subject: Some("s".into()),
+            thread: Some("t".into()),
+            kind: MessageKind::Chat,
+        });
+        let bodies = [message, Body::Presence(PresenceBody { show: Show::Dnd, status: Some("busy".into()) })];
+        for body in bodies {
+            let envelope = Envelope::new(alice.clone(), carol.clone(), body);
+            let client = addressing().outbound(&envelope).expect("a stanza");
+            let component = addressing().outbound_in(&envelope, crate::namespace::COMPONENT).expect("a stanza");
+            assert_eq!(String::from(&component), String::from(&crate::namespace::to_component(client)));
+        }
     }
 
     #[test]

@@ -12,14 +12,14 @@ use std::task::{Context, Poll, ready};
 use futures::future::JoinAll;
 use tokio::sync::oneshot;
 
+use super::reply::Reply;
 use crate::envelope::Envelope;
-use crate::outcome::Outcome;
 use crate::store::QueueSeq;
 
 /// What a delivery was, to settle once its proofs are in.
 pub(super) enum Delivery {
     /// Routed live: its sender waits for the outcome.
-    Live { envelope: Arc<Envelope>, reply: oneshot::Sender<Outcome> },
+    Live { envelope: Arc<Envelope>, reply: Reply },
     /// Replayed from the offline queue.
     Replayed { seq: QueueSeq, envelope: Arc<Envelope> },
 }
@@ -78,10 +78,10 @@ mod tests {
     use crate::address::{Address, UserId};
     use crate::envelope::{Body, ChatState};
 
-    fn delivery() -> (Delivery, oneshot::Receiver<Outcome>) {
+    fn delivery() -> (Delivery, crate::router::reply::SharedOutcome) {
         let user = Address::user(UserId::parse("bob").expect("valid"));
         let envelope = Envelope::new(user.clone(), user, Body::ChatState { state: ChatState::Active });
-        let (reply, outcome) = oneshot::channel();
+        let (reply, outcome) = crate::router::reply::reply();
         (Delivery::Live { envelope: Arc::new(envelope), reply }, outcome)
     }
 

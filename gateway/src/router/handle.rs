@@ -6,7 +6,8 @@ use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::resends::{Admission, RecentMessages, SharedOutcome};
+use super::reply::{self, SharedOutcome};
+use super::resends::{Admission, RecentMessages};
 use super::session::{SessionEntry, SessionLease};
 use super::{Command, Owner, RouterSettings};
 use crate::address::UserId;
@@ -60,7 +61,7 @@ impl RouterHandle {
     /// The command is made before the returned future first waits, so that only it (a few words)
     /// and not the envelope sits in that future, and so in every connection task that awaits one.
     pub fn submit(&self, envelope: Envelope) -> impl Future<Output = Pending> + Send + '_ {
-        let (reply, outcome) = oneshot::channel();
+        let (reply, outcome) = reply::reply();
         let command = Command::Submit { envelope: Arc::new(envelope), reply };
         // Yielding the outcome still to come, not waiting for it, is the point of this future.
         #[allow(clippy::async_yields_async)]
@@ -95,7 +96,7 @@ impl RouterHandle {
                 // The reply is dropped with the command: the shared outcome says retry.
                 tracing::debug!(msg = %msg, "router stopped before the message was routed");
             }
-            Submitted { msg, pending: Pending(Waiting::Shared(outcome)), resent }
+            Submitted { msg, pending: Pending(Waiting::Router(outcome)), resent }
         }
     }
 
@@ -153,9 +154,8 @@ pub struct Pending(Waiting);
 
 enum Waiting {
     Ready(Option<Outcome>),
-    Router(oneshot::Receiver<Outcome>),
-    /// A message whose outcome resends of it wait for too.
-    Shared(SharedOutcome),
+    /// Settled by the router or a mailbox; for a message, resends of it wait for it too.
+    Router(SharedOutcome),
 }
 
 impl Pending {
@@ -172,11 +172,7 @@ impl Future for Pending {
             Waiting::Ready(outcome) => {
                 Poll::Ready(outcome.take().unwrap_or_else(|| Outcome::Retryable("already resolved".into())))
             }
-            Waiting::Router(receiver) => Pin::new(receiver).poll(cx).map(|result| {
-                // A resolver dropped unresolved means nobody took responsibility: retry.
-                result.unwrap_or_else(|_| Outcome::Retryable("the gateway is shutting down".into()))
-            }),
-            Waiting::Shared(shared) => Pin::new(shared).poll(cx),
+            Waiting::Router(outcome) => Pin::new(outcome).poll(cx),
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::awaiting::{Awaiting, Delivery, Proofs};
 use super::queue;
+use super::reply::Reply;
 use super::session::{Delivered, Outbound, SessionEntry};
 use super::{Command, RouterSettings};
 use crate::address::{Address, UserId};
@@ -34,7 +35,7 @@ const DEQUEUE_BATCH: usize = 64;
 pub(crate) enum MailboxCommand {
     Deliver {
         envelope: Arc<Envelope>,
-        reply: oneshot::Sender<Outcome>,
+        reply: Reply,
     },
     Open {
         entry: Box<SessionEntry>,
@@ -298,22 +299,22 @@ impl Mailbox {
         }
     }
 
-    async fn deliver(&mut self, envelope: Arc<Envelope>, reply: oneshot::Sender<Outcome>) {
+    async fn deliver(&mut self, envelope: Arc<Envelope>, reply: Reply) {
         let to_self = matches!((&self.owner, envelope.from.as_user()), (Owner::User(me), Some(from)) if me == from);
         match &envelope.body {
             Body::Presence(presence) if to_self => {
                 let outcome = Box::pin(self.set_presence(presence.clone())).await;
-                let _ = reply.send(outcome);
+                reply.send(outcome);
                 return;
             }
             Body::Probe if matches!(self.owner, Owner::User(_)) => {
                 Box::pin(self.answer_probe(envelope.from.clone())).await;
-                let _ = reply.send(Outcome::Accepted);
+                reply.send(Outcome::Accepted);
                 return;
             }
             Body::Device(device) => {
                 let Some(user) = self.me() else {
-                    let _ = reply.send(Outcome::Rejected(Rejection::BadRequest("devices belong to users".into())));
+                    reply.send(Outcome::Rejected(Rejection::BadRequest("devices belong to users".into())));
                     return;
                 };
                 let result = match device.action {
@@ -328,7 +329,7 @@ impl Mailbox {
                         Outcome::Failed("the gateway could not store it".into())
                     }
                 };
-                let _ = reply.send(outcome);
+                reply.send(outcome);
                 return;
             }
             _ => {}
@@ -342,9 +343,9 @@ impl Mailbox {
         if targets.is_empty() {
             if queued_offline {
                 let outcome = self.store_for_later(&envelope).await;
-                let _ = reply.send(outcome);
+                reply.send(outcome);
             } else {
-                let _ = reply.send(Outcome::Accepted);
+                reply.send(Outcome::Accepted);
             }
             return;
         }
@@ -356,7 +357,7 @@ impl Mailbox {
                     let _ = entry.outbound.try_send(Outbound { envelope: envelope.clone(), delivered: None });
                 }
             }
-            let _ = reply.send(Outcome::Accepted);
+            reply.send(Outcome::Accepted);
             return;
         }
 
@@ -370,7 +371,7 @@ impl Mailbox {
         }
         if proofs.is_empty() {
             let outcome = self.store_for_later(&envelope).await;
-            let _ = reply.send(outcome);
+            reply.send(outcome);
             return;
         }
         self.inflight.push_back(Awaiting::new(Delivery::Live { envelope, reply }, Proofs::new(proofs)));
@@ -424,13 +425,13 @@ impl Mailbox {
     async fn complete(&mut self, delivery: Delivery, delivered: bool) {
         match (delivery, delivered) {
             (Delivery::Live { reply, .. }, true) => {
-                let _ = reply.send(Outcome::Delivered);
+                reply.send(Outcome::Delivered);
             }
             (Delivery::Live { envelope, reply }, false) => {
                 // Her connection died before she had it (a phone losing its network): if no
                 // session is left, her phone is woken as if she had been offline all along.
                 let outcome = Box::pin(self.store_for_later(&envelope)).await;
-                let _ = reply.send(outcome);
+                reply.send(outcome);
                 self.replay_due |= self.sessions.iter().any(|s| s.deliverable);
             }
             (Delivery::Replayed { seq, .. }, true) => {
@@ -647,7 +648,7 @@ impl Mailbox {
     /// Routes an envelope she emits (presence to her contacts); nobody waits for its outcome.
     async fn submit(&mut self, envelope: Envelope) {
         if let Some(router) = self.router.upgrade() {
-            let (reply, _) = oneshot::channel();
+            let (reply, _) = super::reply::reply();
             let _ = router.send(Command::Submit { envelope: Arc::new(envelope), reply }).await;
         }
     }

@@ -10,6 +10,7 @@ mod awaiting;
 mod handle;
 mod mailbox;
 mod queue;
+mod reply;
 mod resends;
 mod session;
 
@@ -32,6 +33,7 @@ use crate::store::{Store, StoreError};
 use crate::wake::WakeSignals;
 pub(crate) use mailbox::Owner;
 use mailbox::{Mailbox, MailboxCommand};
+use reply::Reply;
 use session::SessionEntry;
 
 /// Tuning and limits the router applies to every user.
@@ -80,7 +82,7 @@ impl RouterSettings {
 pub(crate) enum Command {
     Submit {
         envelope: Arc<Envelope>,
-        reply: oneshot::Sender<Outcome>,
+        reply: Reply,
     },
     Open {
         owner: Owner,
@@ -195,12 +197,12 @@ impl Router {
         }
     }
 
-    fn route(&mut self, envelope: Arc<Envelope>, reply: oneshot::Sender<Outcome>) {
+    fn route(&mut self, envelope: Arc<Envelope>, reply: Reply) {
         let to = match &envelope.to {
             Address::User { user } => user.clone(),
             Address::Remote(_) => {
                 let Some(route) = self.remote_route else {
-                    let _ = reply.send(Outcome::Rejected(Rejection::NoRoute));
+                    reply.send(Outcome::Rejected(Rejection::NoRoute));
                     return;
                 };
                 self.note_sent_subscription(&envelope, None);
@@ -209,13 +211,13 @@ impl Router {
             }
         };
         if matches!(envelope.body, Body::Device(_)) && envelope.from.as_user() != Some(&to) {
-            let _ = reply.send(Outcome::Rejected(Rejection::Forbidden(
+            reply.send(Outcome::Rejected(Rejection::Forbidden(
                 "devices are registered by their owner".into(),
             )));
             return;
         }
         if !self.known.contains(&to) {
-            let _ = reply.send(Outcome::Rejected(Rejection::UnknownUser));
+            reply.send(Outcome::Rejected(Rejection::UnknownUser));
             return;
         }
         self.note_sent_subscription(&envelope, Some(&to));
@@ -262,7 +264,7 @@ impl Router {
                         // Counted, and logged below warning: under overload this happens per message.
                         ::metrics::counter!(metrics::ERRORS, "adapter" => "router", "code" => "mailbox-full").increment(1);
                         tracing::debug!(user = %user, msg = %envelope.id, "mailbox full, refusing");
-                        let _ = reply.send(Outcome::Retryable("the recipient is overloaded".into()));
+                        reply.send(Outcome::Retryable("the recipient is overloaded".into()));
                     }
                     // In order, beyond the capacity: there is one per session opened or closed.
                     other => {

@@ -10,30 +10,26 @@
 //! (clients that number their messages from 1 again after a reinstall lose nothing).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
-use tokio::sync::oneshot;
 
 use crate::address::Address;
 use crate::envelope::{Body, Envelope};
 use crate::id::MessageId;
+use super::reply::{Reply, SharedOutcome, reply};
 use crate::outcome::Outcome;
+use crate::prehashed::BuildPrehashed;
 
 /// How long a message's outcome is remembered for a resend.
 pub const WINDOW: Duration = Duration::from_secs(600);
 /// At most this many messages are remembered; beyond it the oldest are forgotten first.
 pub const CAPACITY: usize = 65_536;
 
-pub(crate) type SharedOutcome = Shared<BoxFuture<'static, Outcome>>;
-
 /// What [`RecentMessages::admit`] decided.
 pub(crate) enum Admission {
     /// Not seen before: route it; its outcome is also remembered for resends.
-    New { outcome: SharedOutcome, reply: oneshot::Sender<Outcome> },
+    New { outcome: SharedOutcome, reply: Reply },
     /// A resend: answer it with the first copy's id and outcome.
     Resend { msg: MessageId, outcome: SharedOutcome },
 }
@@ -47,7 +43,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Recent {
-    entries: HashMap<u64, Entry, BuildHasherDefault<Prehashed>>,
+    entries: HashMap<u64, Entry, BuildPrehashed>,
     /// Keys in the order they were remembered, to forget the oldest first. A key remembered again
     /// appears twice; the older mention is skipped when its entry turns out newer.
     order: VecDeque<(Instant, u64)>,
@@ -76,7 +72,7 @@ impl RecentMessages {
         recent.forget_old(now);
         if let Some(entry) = recent.entries.get(&key)
             && entry.content == content
-            && entry.outcome.peek().is_none_or(Outcome::is_accepted)
+            && entry.outcome.peek().as_ref().is_none_or(Outcome::is_accepted)
         {
             return Admission::Resend { msg: entry.msg.clone(), outcome: entry.outcome.clone() };
         }
@@ -107,27 +103,6 @@ impl Recent {
     }
 }
 
-/// The map's keys are already hashes under the process's random key (`RecentMessages::hasher`):
-/// hashing them a second time, on every message, would add nothing.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
 /// A resend may come from another connection, or for an XMPP sender another resource.
 fn sender_key(from: &Address) -> Address {
     match from {
@@ -137,12 +112,7 @@ fn sender_key(from: &Address) -> Address {
 }
 
 fn fresh() -> (Admission, SharedOutcome) {
-    let (reply, receiver) = oneshot::channel();
-    let outcome: SharedOutcome = receiver
-        // A resolver dropped unresolved means nobody took responsibility: retry.
-        .map(|result| result.unwrap_or_else(|_| Outcome::Retryable("the gateway is shutting down".into())))
-        .boxed()
-        .shared();
+    let (reply, outcome) = reply();
     (Admission::New { outcome: outcome.clone(), reply }, outcome)
 }
 
@@ -161,7 +131,7 @@ mod tests {
     fn settle(admission: Admission, outcome: Outcome) -> MessageId {
         match admission {
             Admission::New { reply, .. } => {
-                let _ = reply.send(outcome);
+                reply.send(outcome);
                 MessageId::generate()
             }
             Admission::Resend { msg, .. } => msg,
@@ -173,7 +143,7 @@ mod tests {
         let recent = RecentMessages::default();
         let first = message("alice", "bob", "hi");
         let Admission::New { reply, .. } = recent.admit("c1", &first) else { panic!("first copy is new") };
-        let _ = reply.send(Outcome::Delivered);
+        reply.send(Outcome::Delivered);
         let resend = message("alice", "bob", "hi");
         let Admission::Resend { msg, outcome } = recent.admit("c1", &resend) else { panic!("a resend") };
         assert_eq!(msg, first.id);
@@ -186,7 +156,7 @@ mod tests {
         let Admission::New { reply, .. } = recent.admit("c1", &message("alice", "bob", "hi")) else { panic!("new") };
         let Admission::Resend { outcome, .. } = recent.admit("c1", &message("alice", "bob", "hi")) else { panic!("resend") };
         let waiting = tokio::spawn(outcome);
-        let _ = reply.send(Outcome::Stored);
+        reply.send(Outcome::Stored);
         assert_eq!(waiting.await.expect("joins"), Outcome::Stored);
     }
 
@@ -203,7 +173,7 @@ mod tests {
     async fn a_failed_message_is_routed_again_when_resent() {
         let recent = RecentMessages::default();
         let Admission::New { reply, outcome } = recent.admit("c1", &message("alice", "bob", "hi")) else { panic!("new") };
-        let _ = reply.send(Outcome::Retryable("busy".into()));
+        reply.send(Outcome::Retryable("busy".into()));
         assert!(!outcome.await.is_accepted());
         assert!(matches!(recent.admit("c1", &message("alice", "bob", "hi")), Admission::New { .. }));
     }

@@ -10,6 +10,7 @@
 //! is dropped, as one for an unknown message), and the message itself is unaffected.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::{MessageAlias, Store, StoreFuture};
 use crate::address::Address;
 use crate::id::MessageId;
+use crate::prehashed::BuildPrehashed;
 
 /// Aliases answered from memory: the newest ones, far more than are ever in flight at once.
 const RECENT: usize = 65_536;
@@ -49,13 +51,14 @@ impl MessageAliases {
 
     /// Usable by [`of`](Self::of) and [`resolve`](Self::resolve) as soon as this returns; durable
     /// a moment later.
-    pub async fn save(&self, aliases: &[MessageAlias]) {
+    pub async fn save(&self, aliases: Vec<MessageAlias>) {
         if aliases.is_empty() {
             return;
         }
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner).insert_all(aliases);
-        if self.writer.send(aliases.to_vec()).await.is_err() {
-            tracing::warn!(count = aliases.len(), "alias writer stopped; stanza ids kept in memory only");
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner).insert_all(&aliases);
+        let count = aliases.len();
+        if self.writer.send(aliases).await.is_err() {
+            tracing::warn!(count, "alias writer stopped; stanza ids kept in memory only");
         }
     }
 
@@ -96,10 +99,16 @@ async fn write_behind(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Vec<Mes
 }
 
 /// The newest aliases, by gateway id and by what the peer calls them.
+///
+/// Every message on the XMPP link passes through here, so an alias is held once: what the peer
+/// calls it is kept as a keyed hash of (peer, foreign id), checked against the alias on lookup. Two
+/// names sharing a hash (one chance in 2⁶⁴ per pair) only send the older to the store for its
+/// answer.
 #[derive(Default)]
 struct Recent {
+    hasher: RandomState,
     by_id: HashMap<MessageId, MessageAlias>,
-    by_foreign: HashMap<(Address, String), MessageId>,
+    by_foreign: HashMap<u64, MessageId, BuildPrehashed>,
     order: VecDeque<MessageId>,
 }
 
@@ -113,16 +122,20 @@ impl Recent {
                 self.forget_oldest();
             }
             // The newest message with that id from that peer is the one it means.
-            self.by_foreign.insert((alias.peer.clone(), alias.foreign_id.clone()), alias.id.clone());
+            self.by_foreign.insert(self.foreign_key(&alias.peer, &alias.foreign_id), alias.id.clone());
             self.order.push_back(alias.id.clone());
             self.by_id.insert(alias.id.clone(), alias.clone());
         }
     }
 
+    fn foreign_key(&self, peer: &Address, foreign_id: &str) -> u64 {
+        self.hasher.hash_one((peer, foreign_id))
+    }
+
     fn forget_oldest(&mut self) {
         let Some(id) = self.order.pop_front() else { return };
         let Some(alias) = self.by_id.remove(&id) else { return };
-        let key = (alias.peer, alias.foreign_id);
+        let key = self.foreign_key(&alias.peer, &alias.foreign_id);
         if self.by_foreign.get(&key) == Some(&id) {
             self.by_foreign.remove(&key);
         }
@@ -133,8 +146,8 @@ impl Recent {
     }
 
     fn resolve(&self, peer: &Address, foreign_id: &str) -> Option<MessageAlias> {
-        let id = self.by_foreign.get(&(peer.clone(), foreign_id.to_owned()))?;
-        self.by_id.get(id).cloned()
+        let id = self.by_foreign.get(&self.foreign_key(peer, foreign_id))?;
+        self.by_id.get(id).filter(|alias| alias.peer == *peer && alias.foreign_id == foreign_id).cloned()
     }
 }
 
