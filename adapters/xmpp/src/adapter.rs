@@ -17,7 +17,7 @@ use tokio_xmpp::xmlstream::{ReadError, Timeouts};
 
 use crate::convert::{Addressing, Condition, Inbound, error_reply};
 use crate::link::{self, Link};
-use crate::namespace::{COMPONENT, to_client, to_component};
+use crate::namespace::{COMPONENT, to_component};
 use crate::service;
 
 pub const NAME: &str = "xmpp";
@@ -184,8 +184,7 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                 let mut lost = None;
                 for item in items {
                     match item {
-                        Some(Ok(element)) => {
-                            let stanza = to_client(element);
+                        Some(Ok(stanza)) => {
                             tracing::trace!(stanza = %String::from(&stanza), "stanza from xmpp");
                             if !acks.answered(&stanza, &addressing.component) {
                                 stanzas.push(stanza);

@@ -1,5 +1,5 @@
-//! Stanzas ⇄ envelopes. Pure: elements in `jabber:client` on this side of the link, tested from
-//! literal XML.
+//! Stanzas ⇄ envelopes. Pure, tested from literal XML. Stanzas are read in the link's namespace
+//! or `jabber:client`, and built in the namespace asked for (`jabber:client` unless the link's).
 
 use switchboard_gateway::{
     Address, Body, ChatState, Envelope, FailureReason, MessageBody, MessageId, MessageKind, PresenceBody,
@@ -8,7 +8,7 @@ use switchboard_gateway::{
 use tokio_xmpp::minidom::Element;
 use xmpp_parsers::jid::Jid;
 
-use crate::namespace::CLIENT;
+use crate::namespace::{CLIENT, COMPONENT};
 
 pub(crate) const RECEIPTS: &str = "urn:xmpp:receipts";
 pub(crate) const MARKERS: &str = "urn:xmpp:chat-markers:0";
@@ -113,7 +113,7 @@ fn parse_jid(text: Option<&str>) -> Option<Jid> {
 }
 
 impl Addressing {
-    /// Reads a stanza that arrived on the link (already in `jabber:client`).
+    /// Reads a stanza that arrived on the link (in `jabber:component:accept`, or `jabber:client`).
     pub fn inbound(&self, stanza: &Element) -> Inbound {
         match stanza.name() {
             "message" | "presence" => {}
@@ -261,7 +261,7 @@ fn bounce(stanza: &Element) -> Inbound {
     let (Some(from), Some(id), "message") = (parse_jid(stanza.attr("from")), stanza.attr("id"), stanza.name()) else {
         return Inbound::Ignore("error about a stanza that is not a message");
     };
-    let error = stanza.get_child("error", CLIENT);
+    let error = stanza_child(stanza, "error");
     let condition = error
         .and_then(|e| e.children().find(|c| c.ns() == STANZAS && c.name() != "text"))
         .map(|c| c.name().to_owned())
@@ -310,16 +310,23 @@ fn text_bytes(body: &Body) -> usize {
     }
 }
 
+/// A child in the stanza namespace. Stanzas are read as they arrive on the link, in
+/// `jabber:component:accept`: moving each to `jabber:client` first rebuilt every element of every
+/// stanza. Either namespace is read, as both were before.
+fn stanza_child<'a>(stanza: &'a Element, name: &str) -> Option<&'a Element> {
+    stanza.get_child(name, COMPONENT).or_else(|| stanza.get_child(name, CLIENT))
+}
+
 fn message_body(stanza: &Element) -> Option<Body> {
-    if let Some(body) = stanza.get_child("body", CLIENT) {
+    if let Some(body) = stanza_child(stanza, "body") {
         let kind = match stanza.attr("type") {
             Some("normal" | "headline") => MessageKind::Normal,
             _ => MessageKind::Chat,
         };
         return Some(Body::Message(MessageBody {
             body: body.text(),
-            thread: stanza.get_child("thread", CLIENT).map(Element::text),
-            subject: stanza.get_child("subject", CLIENT).map(Element::text),
+            thread: stanza_child(stanza, "thread").map(Element::text),
+            subject: stanza_child(stanza, "subject").map(Element::text),
             kind,
         }));
     }
@@ -349,14 +356,14 @@ fn presence_body(stanza: &Element) -> Option<Body> {
     let action = |action| Some(Body::Subscription { action });
     match stanza.attr("type") {
         None => {
-            let show = match stanza.get_child("show", CLIENT).map(|s| s.text()).as_deref() {
+            let show = match stanza_child(stanza, "show").map(|s| s.text()).as_deref() {
                 Some("away") => Show::Away,
                 Some("chat") => Show::Chat,
                 Some("dnd") => Show::Dnd,
                 Some("xa") => Show::Xa,
                 _ => Show::Available,
             };
-            let status = stanza.get_child("status", CLIENT).map(Element::text);
+            let status = stanza_child(stanza, "status").map(Element::text);
             Some(Body::Presence(PresenceBody { show, status }))
         }
         Some("unavailable") => Some(Body::Presence(PresenceBody { show: Show::Unavailable, status: None })),
@@ -425,6 +432,28 @@ mod tests {
             let client = addressing().outbound(&envelope).expect("a stanza");
             let component = addressing().outbound_in(&envelope, crate::namespace::COMPONENT).expect("a stanza");
             assert_eq!(String::from(&component), String::from(&crate::namespace::to_component(client)));
+        }
+    }
+
+    #[test]
+    fn a_stanza_is_read_the_same_in_the_component_namespace() {
+        let stanzas = [
+            "<message xmlns='jabber:client' from='c@l/r' to='a@gw.localhost' id='m1'><subject>s</subject><body>hi</body><thread>t</thread></message>",
+            "<presence xmlns='jabber:client' from='c@l/r' to='a@gw.localhost'><show>dnd</show><status>busy</status></presence>",
+            "<message xmlns='jabber:client' from='c@l/r' to='a@gw.localhost' id='G1' type='error'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>gone</text></error></message>",
+        ];
+        for xml in stanzas {
+            let client = parse(xml);
+            let component = crate::namespace::to_component(client.clone());
+            let (read_client, read_component) = (addressing().inbound(&client), addressing().inbound(&component));
+            assert!(!matches!(read_client, Inbound::Ignore(_) | Inbound::Refuse(_)), "{xml}");
+            // Envelopes carry fresh gateway ids: compare what the stanza said.
+            match (read_client, read_component) {
+                (Inbound::Envelope { envelope: a, stanza_id: x }, Inbound::Envelope { envelope: b, stanza_id: y }) => {
+                    assert_eq!((a.from, a.to, a.body, x), (b.from, b.to, b.body, y), "{xml}");
+                }
+                (a, b) => assert_eq!(a, b, "{xml}"),
+            }
         }
     }
 

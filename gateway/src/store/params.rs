@@ -12,24 +12,41 @@ use super::migrate::Backend;
 
 /// `count` parameters, for an `IN (…)` list: the statement's only parameters.
 pub(super) fn list(backend: Backend, count: usize) -> String {
-    (1..=count).map(|n| placeholder(backend, n)).collect::<Vec<_>>().join(", ")
+    let mut text = String::with_capacity(count * 6);
+    for n in 1..=count {
+        if n > 1 {
+            text.push_str(", ");
+        }
+        push_placeholder(&mut text, backend, n);
+    }
+    text
 }
 
 /// `rows` tuples of `columns` parameters, for a `VALUES` list: the statement's only parameters.
+/// Written into one string: it is built for every batch, and at saturation that is often.
 pub(super) fn rows(backend: Backend, columns: usize, rows: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let tuple = (1..=columns).map(|column| placeholder(backend, row * columns + column));
-            format!("({})", tuple.collect::<Vec<_>>().join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut text = String::with_capacity(rows * (columns * 6 + 4));
+    for row in 0..rows {
+        text.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 1..=columns {
+            if column > 1 {
+                text.push_str(", ");
+            }
+            push_placeholder(&mut text, backend, row * columns + column);
+        }
+        text.push(')');
+    }
+    text
 }
 
-fn placeholder(backend: Backend, n: usize) -> String {
+fn push_placeholder(text: &mut String, backend: Backend, n: usize) {
     match backend {
-        Backend::Sqlite => "?".to_owned(),
-        Backend::Postgres => format!("${n}"),
+        Backend::Sqlite => text.push('?'),
+        Backend::Postgres => {
+            use std::fmt::Write;
+            // Writing to a String cannot fail.
+            let _ = write!(text, "${n}");
+        }
     }
 }
 
