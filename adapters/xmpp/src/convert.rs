@@ -186,7 +186,8 @@ impl Addressing {
             Address::User { user } => format!("{user}@{}", self.component),
             Address::Remote(_) => return None,
         };
-        let full_from = format!("{from}/{RESOURCE}");
+        // Built once and moved into the stanza: an attribute given a `&str` is copied.
+        let full_from = || format!("{from}/{RESOURCE}");
         let to = to.to_string();
         let id = envelope.id.as_str();
         let element = match &envelope.body {
@@ -195,7 +196,7 @@ impl Addressing {
                     MessageKind::Chat => "chat",
                     MessageKind::Normal => "normal",
                 };
-                let mut builder = stanza(namespace, "message", &full_from, &to, Some(id)).attr(ncname("type"), kind);
+                let mut builder = stanza(namespace, "message", full_from(), to, Some(id)).attr(ncname("type"), kind);
                 if let Some(subject) = &message.subject {
                     builder = builder.append(text_child(namespace, "subject", subject));
                 }
@@ -211,7 +212,7 @@ impl Addressing {
                     .build()
             }
             Body::Presence(presence) => {
-                let mut builder = stanza(namespace, "presence", &full_from, &to, None);
+                let mut builder = stanza(namespace, "presence", full_from(), to, None);
                 match presence.show {
                     Show::Unavailable => builder = builder.attr(ncname("type"), "unavailable"),
                     Show::Available => {}
@@ -233,23 +234,23 @@ impl Addressing {
                     SubscriptionAction::Unsubscribed => "unsubscribed",
                 };
                 // Subscription stanzas come from the bare JID (RFC 6121 §3.1.1).
-                stanza(namespace, "presence", &from, &to, Some(id)).attr(ncname("type"), kind).build()
+                stanza(namespace, "presence", from, to, Some(id)).attr(ncname("type"), kind).build()
             }
             Body::Receipt(receipt) => {
                 let payload = match receipt.status {
                     ReceiptStatus::Received => Element::builder("received", RECEIPTS),
                     ReceiptStatus::Displayed => Element::builder("displayed", MARKERS),
                 };
-                stanza(namespace, "message", &full_from, &to, Some(id))
+                stanza(namespace, "message", full_from(), to, Some(id))
                     .attr(ncname("type"), "chat")
                     .append(payload.attr(ncname("id"), receipt.of.as_str()).build())
                     .build()
             }
-            Body::ChatState { state } => stanza(namespace, "message", &full_from, &to, Some(id))
+            Body::ChatState { state } => stanza(namespace, "message", full_from(), to, Some(id))
                 .attr(ncname("type"), "chat")
                 .append(Element::bare(chat_state_name(*state), CHATSTATES))
                 .build(),
-            Body::Probe => stanza(namespace, "presence", &from, &to, None).attr(ncname("type"), "probe").build(),
+            Body::Probe => stanza(namespace, "presence", from, to, None).attr(ncname("type"), "probe").build(),
             Body::Device(_) | Body::Failure(_) => return None,
         };
         Some(element)
@@ -280,7 +281,7 @@ fn bounce(stanza: &Element) -> Inbound {
     Inbound::Bounce { peer: Address::Remote(remote(&from).bare()), foreign_id: id.to_owned(), reason, text }
 }
 
-fn stanza(namespace: &str, name: &str, from: &str, to: &str, id: Option<&str>) -> tokio_xmpp::minidom::ElementBuilder {
+fn stanza(namespace: &str, name: &str, from: String, to: String, id: Option<&str>) -> tokio_xmpp::minidom::ElementBuilder {
     let builder = Element::builder(name, namespace).attr(ncname("from"), from).attr(ncname("to"), to);
     match id {
         Some(id) => builder.attr(ncname("id"), id),

@@ -31,16 +31,31 @@ pub(super) enum Proofs {
     Many(JoinAll<oneshot::Receiver<()>>),
 }
 
-impl Proofs {
-    pub(super) fn new(mut proofs: Vec<oneshot::Receiver<()>>) -> Self {
-        match proofs.pop() {
-            Some(proof) if proofs.is_empty() => Self::One(proof),
-            Some(proof) => {
-                proofs.push(proof);
-                Self::Many(futures::future::join_all(proofs))
-            }
-            None => Self::Many(futures::future::join_all(proofs)),
+/// Proofs gathered one session at a time. With one live session, the common case, no list is
+/// made: the mailbox does this for every message.
+#[derive(Default)]
+pub(super) struct Gathering {
+    first: Option<oneshot::Receiver<()>>,
+    more: Vec<oneshot::Receiver<()>>,
+}
+
+impl Gathering {
+    pub(super) fn push(&mut self, proof: oneshot::Receiver<()>) {
+        match self.first {
+            None => self.first = Some(proof),
+            Some(_) => self.more.push(proof),
         }
+    }
+
+    /// `None` when no session took the delivery.
+    pub(super) fn finish(self) -> Option<Proofs> {
+        let first = self.first?;
+        if self.more.is_empty() {
+            return Some(Proofs::One(first));
+        }
+        let mut all = self.more;
+        all.push(first);
+        Some(Proofs::Many(futures::future::join_all(all)))
     }
 }
 
@@ -90,7 +105,11 @@ mod tests {
         let (first, first_proof) = oneshot::channel();
         let (second, second_proof) = oneshot::channel::<()>();
         let (delivery, _outcome) = delivery();
-        let awaiting = tokio::spawn(Awaiting::new(delivery, Proofs::new(vec![first_proof, second_proof])));
+        let mut gathering = Gathering::default();
+        gathering.push(first_proof);
+        gathering.push(second_proof);
+        let proofs = gathering.finish().expect("two proofs");
+        let awaiting = tokio::spawn(Awaiting::new(delivery, proofs));
         drop(second);
         let _ = first.send(());
         let (_, delivered) = awaiting.await.expect("joins");
@@ -102,7 +121,11 @@ mod tests {
         let (proof, receiver) = oneshot::channel::<()>();
         let (delivery, _outcome) = delivery();
         drop(proof);
-        let (_, delivered) = Awaiting::new(delivery, Proofs::new(vec![receiver])).await;
+        let mut gathering = Gathering::default();
+        gathering.push(receiver);
+        let proofs = gathering.finish().expect("one proof");
+        assert!(matches!(proofs, Proofs::One(_)), "one proof needs no list");
+        let (_, delivered) = Awaiting::new(delivery, proofs).await;
         assert!(!delivered);
     }
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
-use super::awaiting::{Awaiting, Delivery, Proofs};
+use super::awaiting::{Awaiting, Delivery, Gathering, Proofs};
 use super::queue;
 use super::reply::Reply;
 use super::session::{Delivered, Outbound, SessionEntry};
@@ -339,8 +339,9 @@ impl Mailbox {
             Box::pin(self.received_subscription(envelope.from.clone(), *action)).await;
         }
         let queued_offline = envelope.body.is_queued_offline();
-        let targets: Vec<SessionId> = self.sessions.iter().filter(|s| s.deliverable).map(|s| s.id).collect();
-        if targets.is_empty() {
+        // Her deliverable sessions; with one (the common case) no list is allocated.
+        let mut deliverable = self.sessions.iter().filter(|s| s.deliverable).map(|s| s.id);
+        let Some(first) = deliverable.next() else {
             if queued_offline {
                 let outcome = self.store_for_later(&envelope).await;
                 reply.send(outcome);
@@ -348,7 +349,9 @@ impl Mailbox {
                 reply.send(Outcome::Accepted);
             }
             return;
-        }
+        };
+        let others: Vec<SessionId> = deliverable.collect();
+        let targets = std::iter::once(first).chain(others);
 
         if !queued_offline {
             // Presence and chat states are worth nothing late: a full session queue drops them.
@@ -361,7 +364,7 @@ impl Mailbox {
             return;
         }
 
-        let mut proofs = Vec::with_capacity(targets.len());
+        let mut proofs = Gathering::default();
         for session in targets {
             let (delivered, proof) = Delivered::new();
             let outbound = Outbound { envelope: envelope.clone(), delivered: Some(delivered) };
@@ -369,12 +372,12 @@ impl Mailbox {
                 proofs.push(proof);
             }
         }
-        if proofs.is_empty() {
+        let Some(proofs) = proofs.finish() else {
             let outcome = self.store_for_later(&envelope).await;
             reply.send(outcome);
             return;
-        }
-        self.inflight.push_back(Awaiting::new(Delivery::Live { envelope, reply }, Proofs::new(proofs)));
+        };
+        self.inflight.push_back(Awaiting::new(Delivery::Live { envelope, reply }, proofs));
     }
 
     /// A subscription stanza for her: her roster changes, and she may answer it at once.
