@@ -186,7 +186,8 @@ impl Addressing {
             Address::User { user } => format!("{user}@{}", self.component),
             Address::Remote(_) => return None,
         };
-        // Built once and moved into the stanza: an attribute given a `&str` is copied.
+        // Moved into the stanza (an attribute given a `&str` is copied); each kind of stanza
+        // takes one of the two forms of the sender's address.
         let full_from = || format!("{from}/{RESOURCE}");
         let to = to.to_string();
         let id = envelope.id.as_str();

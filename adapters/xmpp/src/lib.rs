@@ -4,8 +4,9 @@
 //! - `shim`: lets tokio-xmpp's stream parser accept a component stream header without `version`;
 //! - `nesting`: fails the stream before the parser when the server nests elements too deep;
 //! - `link`: opening the component stream and the handshake;
-//! - `namespace`: `jabber:client` ⇄ `jabber:component:accept`, so the rest of the build keeps the
-//!   client stanza types;
+//! - `namespace`: `jabber:client` ⇄ `jabber:component:accept` for the stanzas the component
+//!   answers with (error replies, IQ answers, pings), built as client stanzas; messages are
+//!   written and read in the link's namespace directly;
 //! - `convert`: stanzas ⇄ envelopes, pure;
 //! - `service`: what the component itself answers (disco, ping, version);
 //! - `adapter`: the supervised link: reconnects with backoff, queues while down.

@@ -15,7 +15,7 @@ use crate::outcome::Outcome;
 /// A new outcome, not yet settled.
 pub(crate) fn reply() -> (Reply, SharedOutcome) {
     let slot = Arc::new(Slot { state: Mutex::new(State::Waiting(Vec::new())) });
-    (Reply(Some(slot.clone())), SharedOutcome(slot))
+    (Reply(Some(slot.clone())), SharedOutcome { slot, waiter: None })
 }
 
 /// Settles the outcome. Dropped unsettled, it settles it as `Retryable`: nobody took
@@ -39,13 +39,23 @@ impl Drop for Reply {
 }
 
 /// Resolves to the outcome once it is settled; clones wait for the same one.
-#[derive(Clone)]
-pub(crate) struct SharedOutcome(Arc<Slot>);
+pub(crate) struct SharedOutcome {
+    slot: Arc<Slot>,
+    /// This waiter's place among the wakers, once it has waited: a poll replaces its own waker
+    /// instead of searching the list (a peer may resend one message many times while it waits).
+    waiter: Option<usize>,
+}
+
+impl Clone for SharedOutcome {
+    fn clone(&self) -> Self {
+        Self { slot: self.slot.clone(), waiter: None }
+    }
+}
 
 impl SharedOutcome {
     /// The outcome, if it is settled.
     pub(crate) fn peek(&self) -> Option<Outcome> {
-        match &*self.0.lock() {
+        match &*self.slot.lock() {
             State::Settled(outcome) => Some(outcome.clone()),
             State::Waiting(_) => None,
         }
@@ -55,15 +65,33 @@ impl SharedOutcome {
 impl Future for SharedOutcome {
     type Output = Outcome;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        match &mut *self.0.lock() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = &mut *self;
+        match &mut *this.slot.lock() {
             State::Settled(outcome) => Poll::Ready(outcome.clone()),
             State::Waiting(wakers) => {
-                if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
-                    wakers.push(cx.waker().clone());
+                match this.waiter.and_then(|index| wakers.get_mut(index)) {
+                    Some(Some(waker)) if waker.will_wake(cx.waker()) => {}
+                    Some(place) => *place = Some(cx.waker().clone()),
+                    None => {
+                        this.waiter = Some(wakers.len());
+                        wakers.push(Some(cx.waker().clone()));
+                    }
                 }
                 Poll::Pending
             }
+        }
+    }
+}
+
+impl Drop for SharedOutcome {
+    fn drop(&mut self) {
+        // A waiter gone before the outcome: its waker (and the task it keeps alive) goes now.
+        if let Some(index) = self.waiter
+            && let State::Waiting(wakers) = &mut *self.slot.lock()
+            && let Some(place) = wakers.get_mut(index)
+        {
+            *place = None;
         }
     }
 }
@@ -73,8 +101,9 @@ struct Slot {
 }
 
 enum State {
-    /// The tasks waiting: the sender's, and those of resends while the first copy is in flight.
-    Waiting(Vec<Waker>),
+    /// The tasks waiting: the sender's, and those of resends while the first copy is in flight;
+    /// `None` where a waiter has gone.
+    Waiting(Vec<Option<Waker>>),
     Settled(Outcome),
 }
 
@@ -87,7 +116,7 @@ impl Slot {
     fn settle(&self, outcome: Outcome) {
         let waiting = std::mem::replace(&mut *self.lock(), State::Settled(outcome));
         if let State::Waiting(wakers) = waiting {
-            wakers.into_iter().for_each(Waker::wake);
+            wakers.into_iter().flatten().for_each(Waker::wake);
         }
     }
 }
@@ -108,6 +137,28 @@ mod tests {
         }
         assert_eq!(outcome.peek(), Some(Outcome::Delivered));
         assert_eq!(outcome.await, Outcome::Delivered, "a late waiter gets it too");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_polled_again_keeps_one_place_and_gives_it_up_when_dropped() {
+        let (reply, outcome) = reply();
+        let mut first = outcome.clone();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..3 {
+            assert!(Pin::new(&mut first).poll(&mut cx).is_pending());
+        }
+        let second = tokio::spawn(outcome.clone());
+        tokio::task::yield_now().await;
+        let waiting = |slot: &Slot| match &*slot.lock() {
+            State::Waiting(wakers) => (wakers.len(), wakers.iter().flatten().count()),
+            State::Settled(_) => (0, 0),
+        };
+        assert_eq!(waiting(&outcome.slot), (2, 2), "one place per waiter, however often polled");
+        drop(first);
+        assert_eq!(waiting(&outcome.slot), (2, 1), "a dropped waiter's waker is released");
+        reply.send(Outcome::Stored);
+        assert_eq!(second.await.expect("joins"), Outcome::Stored);
     }
 
     #[tokio::test]

@@ -14,10 +14,10 @@ use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::reply::{Reply, SharedOutcome, reply};
 use crate::address::Address;
 use crate::envelope::{Body, Envelope};
 use crate::id::MessageId;
-use super::reply::{Reply, SharedOutcome, reply};
 use crate::outcome::Outcome;
 use crate::prehashed::BuildPrehashed;
 

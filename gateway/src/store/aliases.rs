@@ -102,8 +102,8 @@ async fn write_behind(store: Arc<dyn Store>, mut pending: mpsc::Receiver<Vec<Mes
 ///
 /// Every message on the XMPP link passes through here, so an alias is held once: what the peer
 /// calls it is kept as a keyed hash of (peer, foreign id), checked against the alias on lookup. Two
-/// names sharing a hash (one chance in 2⁶⁴ per pair) only send the older to the store for its
-/// answer.
+/// names sharing a hash (one chance in 2⁶⁴ per pair) leave the older one to the store, where it
+/// is found once the writer has committed it (within `GATHER`).
 #[derive(Default)]
 struct Recent {
     hasher: RandomState,
