@@ -12,7 +12,9 @@ pub struct MessageId(Arc<str>);
 
 impl MessageId {
     pub fn generate() -> Self {
-        Self(ulid::Ulid::generate().to_string().into())
+        // Encoded on the stack and copied once into the shared string: every message gets one.
+        let mut text = [0; ulid::ULID_LEN];
+        Self(Arc::from(&*ulid::Ulid::generate().array_to_str(&mut text)))
     }
 
     pub fn from_string(id: impl Into<Arc<str>>) -> Self {
@@ -54,5 +56,22 @@ impl SessionId {
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_ids_are_ulids_in_time_order() {
+        let first = MessageId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = MessageId::generate();
+        for id in [&first, &second] {
+            assert_eq!(id.as_str().len(), ulid::ULID_LEN);
+            assert!(ulid::Ulid::from_string(id.as_str()).is_ok(), "{id}");
+        }
+        assert!(first < second, "{first} then {second}");
     }
 }
