@@ -66,10 +66,10 @@ impl RouterHandle {
         // Yielding the outcome still to come, not waiting for it, is the point of this future.
         #[allow(clippy::async_yields_async)]
         async move {
-            if self.commands.send(command).await.is_err() {
-                return Pending::ready(Outcome::Retryable("the gateway is shutting down".into()));
-            }
-            Pending(Waiting::Router(outcome))
+            // Refused, the command is dropped with its reply, which settles the outcome as
+            // retryable.
+            let _ = self.commands.send(command).await;
+            Pending(outcome)
         }
     }
 
@@ -96,7 +96,7 @@ impl RouterHandle {
                 // The reply is dropped with the command: the shared outcome says retry.
                 tracing::debug!(msg = %msg, "router stopped before the message was routed");
             }
-            Submitted { msg, pending: Pending(Waiting::Router(outcome)), resent }
+            Submitted { msg, pending: Pending(outcome), resent }
         }
     }
 
@@ -149,31 +149,15 @@ impl RouterHandle {
     }
 }
 
-/// The outcome of a submitted envelope, once the router knows it.
-pub struct Pending(Waiting);
-
-enum Waiting {
-    Ready(Option<Outcome>),
-    /// Settled by the router or a mailbox; for a message, resends of it wait for it too.
-    Router(SharedOutcome),
-}
-
-impl Pending {
-    fn ready(outcome: Outcome) -> Self {
-        Self(Waiting::Ready(Some(outcome)))
-    }
-}
+/// The outcome of a submitted envelope, once the router knows it: settled by the router or a
+/// mailbox (for a message, resends of it wait for the same one).
+pub struct Pending(SharedOutcome);
 
 impl Future for Pending {
     type Output = Outcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        match &mut self.0 {
-            Waiting::Ready(outcome) => {
-                Poll::Ready(outcome.take().unwrap_or_else(|| Outcome::Retryable("already resolved".into())))
-            }
-            Waiting::Router(outcome) => Pin::new(outcome).poll(cx),
-        }
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 

@@ -217,3 +217,15 @@ async fn a_backlog_her_dying_connection_never_confirmed_wakes_her_again() {
     let summary = store.wake_summary(&user("bob")).await.expect("summary").expect("woken again");
     assert_eq!(summary.newest.text.as_deref(), Some("while away"));
 }
+
+#[tokio::test]
+async fn with_the_router_gone_a_submission_is_to_be_retried() {
+    let (commands, inbox) = tokio::sync::mpsc::channel(1);
+    drop(inbox);
+    let router = RouterHandle::new(commands, Arc::new(RouterSettings::new(Domain::new("localhost"))), WakeSignals::default());
+    let outcome = router.submit(chat("alice", "bob", "hi")).await.await;
+    assert!(matches!(outcome, Outcome::Retryable(_)), "{outcome:?}");
+    let submitted = router.submit_message("c1", chat("alice", "bob", "hi")).await;
+    let outcome = submitted.pending.await;
+    assert!(matches!(outcome, Outcome::Retryable(_)), "{outcome:?}");
+}
