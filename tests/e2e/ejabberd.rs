@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::mosquitto::free_port;
+use crate::mosquitto::{ReservedPort, free_port};
 use crate::prosody::{COMPONENT, SECRET, XmppUser, login, password};
 
 /// Boot (~3 s on a quiet machine), ejabberdctl calls (each boots an Erlang VM) and shutdown get
@@ -30,14 +30,16 @@ pub struct Ejabberd {
     pub component: SocketAddr,
     node: String,
     dir: tempfile::TempDir,
+    /// Kept across restarts (see [`ReservedPort`]).
+    _ports: [ReservedPort; 2],
 }
 
 impl Ejabberd {
     pub async fn start(users: &[&str]) -> Self {
         static RUNS: AtomicU32 = AtomicU32::new(0);
         let dir = tempfile::tempdir().expect("tempdir");
-        let c2s = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let component = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let ports = [ReservedPort::new(), ReservedPort::new()];
+        let (c2s, component) = (ports[0].address, ports[1].address);
         let dist_port = free_port();
         let node = format!("switchboard{}x{}@localhost", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed));
         let path = dir.path().display().to_string();
@@ -106,7 +108,7 @@ modules:
         .expect("inetrc");
         let status = Command::new("chown").args(["-R", "ejabberd:ejabberd"]).arg(dir.path()).status().await.expect("chown");
         assert!(status.success(), "chown the ejabberd directory");
-        let mut ejabberd = Self { child: None, beam: None, c2s, component, node, dir };
+        let mut ejabberd = Self { child: None, beam: None, c2s, component, node, dir, _ports: ports };
         ejabberd.spawn().await;
         // Registering is an RPC to the running node (~1 s each, mostly booting the control VM).
         let ejabberd_ref = &ejabberd;

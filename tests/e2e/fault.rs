@@ -33,7 +33,7 @@ use tokio_xmpp::Stanza;
 use xmpp_parsers::jid::{BareJid, Jid};
 
 use crate::common::{WAIT, http_get};
-use crate::mosquitto::{Mosquitto, free_port};
+use crate::mosquitto::{Mosquitto, ReservedPort};
 use crate::prosody::{COMPONENT, Prosody, password};
 
 const TOTAL: u32 = 1_000;
@@ -175,13 +175,15 @@ struct GatewayProcess {
     http: SocketAddr,
     mqtt: SocketAddr,
     auth: switchboard_gateway::auth::Authenticator,
+    /// Kept across restarts (see [`ReservedPort`]).
+    _ports: [ReservedPort; 2],
 }
 
 impl GatewayProcess {
     async fn start(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let ports = [ReservedPort::new(), ReservedPort::new()];
+        let (http, mqtt) = (ports[0].address, ports[1].address);
         let base = format!(
             "[gateway]\ndata_dir = \"{}\"\n[auth]\njwt_secret = \"{SECRET}\"\n[http]\nlisten = \"{http}\"\n[mqtt]\nlisten = \"{mqtt}\"\n[limits]\nmessages_per_second = 100000\n",
             dir.path().join("data").display()
@@ -190,7 +192,7 @@ impl GatewayProcess {
         std::fs::write(dir.path().join("switchboard.toml"), &toml).expect("config");
         let config = switchboard_config::load_from_str(&toml).expect("configuration");
         let auth = switchboard_gateway::auth::Authenticator::from_config(&config.auth, dir.path()).expect("auth");
-        let mut gateway = Self { child: None, dir, http, mqtt, auth };
+        let mut gateway = Self { child: None, dir, http, mqtt, auth, _ports: ports };
         gateway.spawn().await;
         gateway
     }

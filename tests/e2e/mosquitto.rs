@@ -16,11 +16,37 @@ pub struct Mosquitto {
     /// The TLS listener, for [`Mosquitto::start_tls`].
     pub tls_address: Option<SocketAddr>,
     dir: tempfile::TempDir,
+    _ports: Vec<ReservedPort>,
 }
 
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     listener.local_addr().expect("local addr").port()
+}
+
+/// A loopback port kept for one server for as long as this lives, across the server's restarts:
+/// a socket bound with SO_REUSEADDR that never listens. The server can still listen there
+/// (Prosody, ejabberd, Mosquitto and the gateway bind with SO_REUSEADDR too), but while it is
+/// down neither another bind to port 0 nor an outgoing connection's ephemeral port can take the
+/// port. Without it, in a parallel run, a restarting Prosody once found its component port
+/// taken by another test's server and came back without it.
+pub struct ReservedPort {
+    _socket: tokio::net::TcpSocket,
+    pub address: SocketAddr,
+}
+
+impl ReservedPort {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind port 0");
+        let address = socket.local_addr().expect("local addr");
+        Self { _socket: socket, address }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
 }
 
 impl Mosquitto {
@@ -56,7 +82,8 @@ impl Mosquitto {
         }
         let acl = dir.path().join("acl");
         std::fs::write(&acl, include_str!("../../docs/mosquitto/acl")).expect("acl file");
-        let port = free_port();
+        let mut ports = vec![ReservedPort::new()];
+        let port = ports[0].port();
         let mut text = format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence {persistent}\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file {}\nlog_type error\nlog_type warning\n",
             passwd.display(),
@@ -66,10 +93,8 @@ impl Mosquitto {
         );
         let mut tls_address = None;
         if tls {
-            let mut tls_port = free_port();
-            while tls_port == port {
-                tls_port = free_port();
-            }
+            ports.push(ReservedPort::new());
+            let tls_port = ports[1].port();
             // Copied beside the configuration, where the mosquitto user can read them.
             for file in ["ca.pem", "server.pem", "server.key.pem"] {
                 std::fs::copy(crate::common::fixture(file), dir.path().join(file)).expect("copy a TLS fixture");
@@ -86,7 +111,7 @@ impl Mosquitto {
         std::fs::write(dir.path().join("mosquitto.conf"), text).expect("config");
         // Started as root, Mosquitto drops to its own user before opening its files.
         let _ = Command::new("chown").args(["-R", "mosquitto:"]).arg(dir.path()).status().await;
-        let mut broker = Self { child: None, address: SocketAddr::from(([127, 0, 0, 1], port)), tls_address, dir };
+        let mut broker = Self { child: None, address: SocketAddr::from(([127, 0, 0, 1], port)), tls_address, dir, _ports: ports };
         broker.spawn().await;
         broker
     }

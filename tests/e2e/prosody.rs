@@ -1,6 +1,8 @@
 //! A real Prosody (Debian's package) for one test: its own config, data and log in a temporary
 //! directory, c2s and component ports free on loopback, run as the `prosody` user (as root it
-//! half-starts), registered users, and a restart that keeps its data.
+//! half-starts), registered users, and a restart that keeps its data and its ports.
+//! `PROSODY_LOG_LEVEL` sets its log level (default `warn`); with `PROSODY_LOG_COPY` naming a
+//! directory, each test's Prosody log is copied there when the test ends.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -16,7 +18,7 @@ use xmpp_parsers::message::Message;
 use xmpp_parsers::presence::Presence;
 
 use crate::common::WAIT;
-use crate::mosquitto::free_port;
+use crate::mosquitto::ReservedPort;
 
 pub const COMPONENT: &str = "gw.localhost";
 pub const SECRET: &str = "component-secret";
@@ -26,13 +28,15 @@ pub struct Prosody {
     pub c2s: SocketAddr,
     pub component: SocketAddr,
     dir: tempfile::TempDir,
+    /// Kept across restarts (see [`ReservedPort`]).
+    _ports: [ReservedPort; 2],
 }
 
 impl Prosody {
     pub async fn start(users: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let c2s = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let component = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let ports = [ReservedPort::new(), ReservedPort::new()];
+        let (c2s, component) = (ports[0].address, ports[1].address);
         let path = dir.path().display().to_string();
         std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
         std::fs::write(
@@ -41,7 +45,7 @@ impl Prosody {
                 r#"pidfile = "{path}/prosody.pid"
 data_path = "{path}/data"
 certificates = "{path}"
-log = {{ warn = "{path}/prosody.log" }}
+log = {{ {level} = "{path}/prosody.log" }}
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s_port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
@@ -58,13 +62,14 @@ Component "{COMPONENT}"
     component_secret = "{SECRET}"
 "#,
                 c2s_port = c2s.port(),
+                level = std::env::var("PROSODY_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
                 component_port = component.port(),
             ),
         )
         .expect("config");
         let status = Command::new("chown").args(["-R", "prosody:prosody"]).arg(dir.path()).status().await.expect("chown");
         assert!(status.success(), "chown the Prosody directory");
-        let mut prosody = Self { child: None, c2s, component, dir };
+        let mut prosody = Self { child: None, c2s, component, dir, _ports: ports };
         for user in users {
             prosody.register(user).await;
         }
@@ -165,6 +170,10 @@ impl Drop for Prosody {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
+        }
+        if let Some(to) = std::env::var_os("PROSODY_LOG_COPY") {
+            let name = format!("prosody-{}-{}.log", std::process::id(), self.c2s.port());
+            let _ = std::fs::copy(self.dir.path().join("prosody.log"), std::path::Path::new(&to).join(name));
         }
     }
 }
