@@ -17,7 +17,8 @@ use tokio_xmpp::xmlstream::{ReadError, Timeouts};
 
 use crate::convert::{Addressing, Condition, Inbound, error_reply};
 use crate::link::{self, Link};
-use crate::namespace::{COMPONENT, to_component};
+use crate::namespace::to_component;
+use crate::text::XmlText;
 use crate::service;
 
 pub const NAME: &str = "xmpp";
@@ -136,7 +137,7 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
     let mut acks = Acknowledgements::default();
     let ended = loop {
         if let Some(ping) = acks.ping_if_needed(&addressing.component)
-            && let Err(error) = link.send(&to_component(ping)).await
+            && let Err(error) = link::write_text(&link, &ping).await
         {
             break Ended::Lost(error.to_string());
         }
@@ -193,7 +194,7 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                         Some(Err(ReadError::SoftTimeout)) => {
                             // Quiet link: ask the server for a sign of life before the hard timeout.
                             ping_id += 1;
-                            if let Err(error) = link.send(&to_component(ping(&addressing.component, ping_id))).await {
+                            if let Err(error) = link::write_text(&link, &ping(&addressing.component, ping_id)).await {
                                 lost = Some(error.to_string());
                             }
                         }
@@ -270,7 +271,7 @@ impl Acknowledgements {
         }
     }
 
-    fn ping_if_needed(&mut self, component: &str) -> Option<Element> {
+    fn ping_if_needed(&mut self, component: &str) -> Option<Vec<u8>> {
         if self.outstanding.len() >= PINGS_OUT || self.written.is_empty() {
             return None;
         }
@@ -319,19 +320,23 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// A keep-alive ping to the server (the component's parent domain; any answer, even an error,
 /// shows the link is alive).
-fn ping(component: &str, id: u64) -> Element {
+fn ping(component: &str, id: u64) -> Vec<u8> {
     let server = component.split_once('.').map_or(component, |(_, parent)| parent);
     ping_to(component, server, &format!("ping-{id}"))
 }
 
-fn ping_to(component: &str, server: &str, id: &str) -> Element {
-    Element::builder("iq", crate::namespace::CLIENT)
-        .attr(crate::convert::ncname("type"), "get")
-        .attr(crate::convert::ncname("id"), id)
-        .attr(crate::convert::ncname("from"), component)
-        .attr(crate::convert::ncname("to"), server)
-        .append(Element::bare("ping", "urn:xmpp:ping"))
-        .build()
+fn ping_to(component: &str, server: &str, id: &str) -> Vec<u8> {
+    let mut text = Vec::with_capacity(160);
+    let mut xml = XmlText::new(&mut text, None);
+    xml.open("iq");
+    xml.attr("type", "get");
+    xml.attr("id", id);
+    xml.attr("from", component);
+    xml.attr("to", server);
+    xml.content();
+    xml.marker("ping", "urn:xmpp:ping");
+    xml.close("iq");
+    text
 }
 
 /// Handles stanzas that arrived together; returns the work that ends in replies.
@@ -459,7 +464,7 @@ fn bare(address: &Address) -> Address {
     }
 }
 
-/// Sends a batch of envelopes through the link (built in the component namespace), after the id bookkeeping: each message's id is
+/// Sends a batch of envelopes through the link (written as text, in one write), after the id bookkeeping: each message's id is
 /// recorded (in memory at once, in the store behind the traffic) so the peer's receipts and errors
 /// can be matched to it; a receipt names the peer's own id for the message.
 async fn send_batch(
@@ -486,26 +491,31 @@ async fn send_batch(
         .collect();
     context.aliases.save(aliases).await;
     let mut proofs = Vec::with_capacity(batch.len());
+    let mut text = Vec::with_capacity(STANZA_SIZE_HINT * batch.len());
     for Outbound { envelope, delivered } in batch {
-        if let Some(stanza) = stanza_for(&envelope, addressing, context).await {
-            tracing::trace!(stanza = %String::from(&stanza), "stanza to xmpp");
-            link.feed(&stanza).await?;
+        let start = text.len();
+        if write_stanza(&envelope, addressing, context, &mut text).await {
+            tracing::trace!(stanza = %String::from_utf8_lossy(&text[start..]), "stanza to xmpp");
         }
         proofs.extend(delivered);
     }
-    SinkExt::<&Element>::flush(link).await?;
+    link::write_text(link, &text).await?;
     proofs.into_iter().for_each(|delivered| acks.written(delivered));
     Ok(())
 }
 
-async fn stanza_for(envelope: &Envelope, addressing: &Addressing, context: &AdapterContext) -> Option<Element> {
+/// Writes the stanza for `envelope` into `text`; false when XMPP has no use for it.
+async fn write_stanza(envelope: &Envelope, addressing: &Addressing, context: &AdapterContext, text: &mut Vec<u8>) -> bool {
     if let (Body::Receipt(receipt), Some(_)) = (&envelope.body, envelope.from.as_user())
         && let Ok(Some(alias)) = context.aliases.of(&receipt.of).await
         && alias.peer == bare(&envelope.to)
     {
         let mut renamed = envelope.clone();
         renamed.body = Body::Receipt(ReceiptBody { of: MessageId::from_string(alias.foreign_id), status: receipt.status });
-        return addressing.outbound_in(&renamed, COMPONENT);
+        return addressing.write_outbound(&renamed, None, text);
     }
-    addressing.outbound_in(envelope, COMPONENT)
+    addressing.write_outbound(envelope, None, text)
 }
+
+/// About what one message stanza takes, to size a batch's buffer once.
+const STANZA_SIZE_HINT: usize = 512;

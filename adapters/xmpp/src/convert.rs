@@ -1,5 +1,5 @@
 //! Stanzas ⇄ envelopes. Pure, tested from literal XML. Stanzas are read in the link's namespace
-//! or `jabber:client`, and built in the namespace asked for (`jabber:client` unless the link's).
+//! or `jabber:client`; outbound ones are written as XML text (`text`), in the link's namespace.
 
 use switchboard_gateway::{
     Address, Body, ChatState, Envelope, FailureReason, MessageBody, MessageId, MessageKind, PresenceBody,
@@ -9,6 +9,7 @@ use tokio_xmpp::minidom::Element;
 use xmpp_parsers::jid::Jid;
 
 use crate::namespace::{CLIENT, COMPONENT};
+use crate::text::XmlText;
 
 pub(crate) const RECEIPTS: &str = "urn:xmpp:receipts";
 pub(crate) const MARKERS: &str = "urn:xmpp:chat-markers:0";
@@ -171,90 +172,127 @@ impl Addressing {
         Inbound::Envelope { envelope, stanza_id }
     }
 
-    /// The stanza for an envelope leaving through the link, in `jabber:client`; `None` for bodies
-    /// XMPP has no use for.
+    /// The stanza for an envelope leaving through the link, read on its own in `jabber:client`;
+    /// `None` for bodies XMPP has no use for.
     pub fn outbound(&self, envelope: &Envelope) -> Option<Element> {
-        self.outbound_in(envelope, CLIENT)
+        let mut text = Vec::new();
+        if !self.write_outbound(envelope, Some(CLIENT), &mut text) {
+            return None;
+        }
+        String::from_utf8(text).ok()?.parse().ok()
     }
 
-    /// [`Self::outbound`] built in `namespace` directly: the link writes stanzas in
-    /// `jabber:component:accept`, and moving a built one there rebuilds every element of it, per
-    /// message.
-    pub(crate) fn outbound_in(&self, envelope: &Envelope, namespace: &str) -> Option<Element> {
-        let Address::Remote(to) = &envelope.to else { return None };
-        let from = match &envelope.from {
-            Address::User { user } => format!("{user}@{}", self.component),
-            Address::Remote(_) => return None,
-        };
-        // Moved into the stanza (an attribute given a `&str` is copied); each kind of stanza
-        // takes one of the two forms of the sender's address.
-        let full_from = || format!("{from}/{RESOURCE}");
+    /// Writes the stanza for an envelope leaving through the link as XML text, declaring
+    /// `namespace` on it if given (on the link the stream's own applies); false, with nothing
+    /// written, for bodies XMPP has no use for.
+    pub(crate) fn write_outbound(&self, envelope: &Envelope, namespace: Option<&str>, out: &mut Vec<u8>) -> bool {
+        let (Address::Remote(to), Address::User { user }) = (&envelope.to, &envelope.from) else { return false };
         let to = to.to_string();
         let id = envelope.id.as_str();
-        let element = match &envelope.body {
+        // Each kind of stanza comes from one of the two forms of the sender's address.
+        let full_from = [user.as_str(), "@", self.component.as_str(), "/", RESOURCE];
+        let bare_from = &full_from[..3];
+        let mut xml = XmlText::new(out, namespace);
+        match &envelope.body {
             Body::Message(message) => {
-                let kind = match message.kind {
+                head(&mut xml, "message", &full_from, &to, Some(id));
+                xml.attr("type", match message.kind {
                     MessageKind::Chat => "chat",
                     MessageKind::Normal => "normal",
-                };
-                let mut builder = stanza(namespace, "message", full_from(), to, Some(id)).attr(ncname("type"), kind);
+                });
+                xml.content();
                 if let Some(subject) = &message.subject {
-                    builder = builder.append(text_child(namespace, "subject", subject));
+                    xml.text_element("subject", subject);
                 }
-                builder = builder.append(text_child(namespace, "body", &message.body));
+                xml.text_element("body", &message.body);
                 if let Some(thread) = &message.thread {
-                    builder = builder.append(text_child(namespace, "thread", thread));
+                    xml.text_element("thread", thread);
                 }
-                builder
-                    .append(Element::builder("origin-id", STANZA_ID).attr(ncname("id"), id).build())
-                    .append(Element::bare("request", RECEIPTS))
-                    .append(Element::bare("markable", MARKERS))
-                    .append(Element::bare("active", CHATSTATES))
-                    .build()
+                xml.open("origin-id");
+                xml.attr("xmlns", STANZA_ID);
+                xml.attr("id", id);
+                xml.empty();
+                xml.marker("request", RECEIPTS);
+                xml.marker("markable", MARKERS);
+                xml.marker("active", CHATSTATES);
+                xml.close("message");
             }
             Body::Presence(presence) => {
-                let mut builder = stanza(namespace, "presence", full_from(), to, None);
-                match presence.show {
-                    Show::Unavailable => builder = builder.attr(ncname("type"), "unavailable"),
-                    Show::Available => {}
-                    Show::Away => builder = builder.append(text_child(namespace, "show", "away")),
-                    Show::Chat => builder = builder.append(text_child(namespace, "show", "chat")),
-                    Show::Dnd => builder = builder.append(text_child(namespace, "show", "dnd")),
-                    Show::Xa => builder = builder.append(text_child(namespace, "show", "xa")),
+                head(&mut xml, "presence", &full_from, &to, None);
+                let show = match presence.show {
+                    Show::Unavailable => {
+                        xml.attr("type", "unavailable");
+                        None
+                    }
+                    Show::Available => None,
+                    Show::Away => Some("away"),
+                    Show::Chat => Some("chat"),
+                    Show::Dnd => Some("dnd"),
+                    Show::Xa => Some("xa"),
+                };
+                if show.is_none() && presence.status.is_none() {
+                    xml.empty();
+                } else {
+                    xml.content();
+                    if let Some(show) = show {
+                        xml.text_element("show", show);
+                    }
+                    if let Some(status) = &presence.status {
+                        xml.text_element("status", status);
+                    }
+                    xml.close("presence");
                 }
-                if let Some(status) = &presence.status {
-                    builder = builder.append(text_child(namespace, "status", status));
-                }
-                builder.build()
             }
             Body::Subscription { action } => {
-                let kind = match action {
+                // Subscription stanzas come from the bare JID (RFC 6121 §3.1.1).
+                head(&mut xml, "presence", bare_from, &to, Some(id));
+                xml.attr("type", match action {
                     SubscriptionAction::Subscribe => "subscribe",
                     SubscriptionAction::Subscribed => "subscribed",
                     SubscriptionAction::Unsubscribe => "unsubscribe",
                     SubscriptionAction::Unsubscribed => "unsubscribed",
-                };
-                // Subscription stanzas come from the bare JID (RFC 6121 §3.1.1).
-                stanza(namespace, "presence", from, to, Some(id)).attr(ncname("type"), kind).build()
+                });
+                xml.empty();
             }
             Body::Receipt(receipt) => {
-                let payload = match receipt.status {
-                    ReceiptStatus::Received => Element::builder("received", RECEIPTS),
-                    ReceiptStatus::Displayed => Element::builder("displayed", MARKERS),
+                head(&mut xml, "message", &full_from, &to, Some(id));
+                xml.attr("type", "chat");
+                xml.content();
+                let (name, namespace) = match receipt.status {
+                    ReceiptStatus::Received => ("received", RECEIPTS),
+                    ReceiptStatus::Displayed => ("displayed", MARKERS),
                 };
-                stanza(namespace, "message", full_from(), to, Some(id))
-                    .attr(ncname("type"), "chat")
-                    .append(payload.attr(ncname("id"), receipt.of.as_str()).build())
-                    .build()
+                xml.open(name);
+                xml.attr("xmlns", namespace);
+                xml.attr("id", receipt.of.as_str());
+                xml.empty();
+                xml.close("message");
             }
-            Body::ChatState { state } => stanza(namespace, "message", full_from(), to, Some(id))
-                .attr(ncname("type"), "chat")
-                .append(Element::bare(chat_state_name(*state), CHATSTATES))
-                .build(),
-            Body::Probe => stanza(namespace, "presence", from, to, None).attr(ncname("type"), "probe").build(),
-            Body::Device(_) | Body::Failure(_) => return None,
-        };
-        Some(element)
+            Body::ChatState { state } => {
+                head(&mut xml, "message", &full_from, &to, Some(id));
+                xml.attr("type", "chat");
+                xml.content();
+                xml.marker(chat_state_name(*state), CHATSTATES);
+                xml.close("message");
+            }
+            Body::Probe => {
+                head(&mut xml, "presence", bare_from, &to, None);
+                xml.attr("type", "probe");
+                xml.empty();
+            }
+            Body::Device(_) | Body::Failure(_) => return false,
+        }
+        true
+    }
+}
+
+/// A stanza's start tag up to its addresses and id; its type and content follow.
+fn head(xml: &mut XmlText<'_>, name: &str, from: &[&str], to: &str, id: Option<&str>) {
+    xml.open(name);
+    xml.attr_parts("from", from);
+    xml.attr("to", to);
+    if let Some(id) = id {
+        xml.attr("id", id);
     }
 }
 
@@ -280,18 +318,6 @@ fn bounce(stanza: &Element) -> Inbound {
         .map(Element::text)
         .or_else(|| (!condition.is_empty()).then(|| format!("refused by the XMPP server: {condition}")));
     Inbound::Bounce { peer: Address::Remote(remote(&from).bare()), foreign_id: id.to_owned(), reason, text }
-}
-
-fn stanza(namespace: &str, name: &str, from: String, to: String, id: Option<&str>) -> tokio_xmpp::minidom::ElementBuilder {
-    let builder = Element::builder(name, namespace).attr(ncname("from"), from).attr(ncname("to"), to);
-    match id {
-        Some(id) => builder.attr(ncname("id"), id),
-        None => builder,
-    }
-}
-
-fn text_child(namespace: &str, name: &str, text: &str) -> Element {
-    Element::builder(name, namespace).append(text.to_owned()).build()
 }
 
 fn chat_state_name(state: ChatState) -> &'static str {
@@ -419,22 +445,43 @@ mod tests {
     }
 
     #[test]
-    fn a_stanza_built_for_the_link_is_the_client_stanza_in_the_component_namespace() {
+    fn every_kind_of_outbound_stanza_is_written_as_xmpp_expects() {
         let alice = Address::user(UserId::parse("alice").expect("user"));
-        let carol = Address::Remote(RemoteAddress { local: Some("carol".into()), domain: "localhost".into(), resource: None });
-        let message = Body::Message(MessageBody {
-            body: "<b> & é".into(),
-            subject: Some("s".into()),
-            thread: Some("t".into()),
-            kind: MessageKind::Chat,
-        });
-        let bodies = [message, Body::Presence(PresenceBody { show: Show::Dnd, status: Some("busy".into()) })];
-        for body in bodies {
+        let carol = Address::Remote(RemoteAddress { local: Some("carol".into()), domain: "localhost".into(), resource: Some("a'b&c".into()) });
+        let text = |body: &str| MessageBody { body: body.into(), subject: Some("s".into()), thread: Some("t".into()), kind: MessageKind::Normal };
+        let receipt = |status| Body::Receipt(ReceiptBody { of: MessageId::from_string("x1"), status });
+        let cases = [
+            (Body::Message(text("<b> & é")), "<message xmlns='jabber:client' from='alice@gw.localhost/switchboard' to='carol@localhost/a&apos;b&amp;c' id='ID' type='normal'><subject>s</subject><body>&lt;b&gt; &amp; é</body><thread>t</thread><origin-id xmlns='urn:xmpp:sid:0' id='ID'/><request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/><active xmlns='http://jabber.org/protocol/chatstates'/></message>"),
+            (Body::Presence(PresenceBody { show: Show::Dnd, status: Some("busy".into()) }), "<presence xmlns='jabber:client' from='alice@gw.localhost/switchboard' to='carol@localhost/a&apos;b&amp;c'><show>dnd</show><status>busy</status></presence>"),
+            (Body::Presence(PresenceBody { show: Show::Unavailable, status: None }), "<presence xmlns='jabber:client' from='alice@gw.localhost/switchboard' to='carol@localhost/a&apos;b&amp;c' type='unavailable'/>"),
+            (Body::Presence(PresenceBody { show: Show::Available, status: None }), "<presence xmlns='jabber:client' from='alice@gw.localhost/switchboard' to='carol@localhost/a&apos;b&amp;c'/>"),
+            (Body::Subscription { action: SubscriptionAction::Subscribed }, "<presence xmlns='jabber:client' from='alice@gw.localhost' to='carol@localhost/a&apos;b&amp;c' id='ID' type='subscribed'/>"),
+            (receipt(ReceiptStatus::Received), "<message xmlns='jabber:client' from='alice@gw.localhost/switchboard' to='carol@localhost/a&apos;b&amp;c' id='ID' type='chat'><received xmlns='urn:xmpp:receipts' id='x1'/></message>"),
+            (receipt(ReceiptStatus::Displayed), "<message xmlns='jabber:client' from='alice@gw.localhost/switchboard' to='carol@localhost/a&apos;b&amp;c' id='ID' type='chat'><displayed xmlns='urn:xmpp:chat-markers:0' id='x1'/></message>"),
+            (Body::ChatState { state: ChatState::Composing }, "<message xmlns='jabber:client' from='alice@gw.localhost/switchboard' to='carol@localhost/a&apos;b&amp;c' id='ID' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"),
+            (Body::Probe, "<presence xmlns='jabber:client' from='alice@gw.localhost' to='carol@localhost/a&apos;b&amp;c' type='probe'/>"),
+        ];
+        for (body, expected) in cases {
             let envelope = Envelope::new(alice.clone(), carol.clone(), body);
-            let client = addressing().outbound(&envelope).expect("a stanza");
-            let component = addressing().outbound_in(&envelope, crate::namespace::COMPONENT).expect("a stanza");
-            assert_eq!(String::from(&component), String::from(&crate::namespace::to_component(client)));
+            let expected: Element = expected.replace("ID", envelope.id.as_str()).parse().expect("expected XML");
+            assert_eq!(addressing().outbound(&envelope), Some(expected.clone()), "{}", String::from(&expected));
+            // On the link: the same text without a namespace of its own, so the stream's applies.
+            let mut link = Vec::new();
+            assert!(addressing().write_outbound(&envelope, None, &mut link));
+            let link = String::from_utf8(link).expect("UTF-8");
+            let in_stream = format!("<stream xmlns='{}'>{link}</stream>", crate::namespace::COMPONENT);
+            let read: Element = in_stream.parse().expect("well-formed in the stream");
+            let stanza = read.children().next().expect("the stanza");
+            assert_eq!(stanza, &crate::namespace::to_component(expected), "{link}");
         }
+        let failure = Body::Failure(switchboard_gateway::FailureBody {
+            of: MessageId::from_string("x1"),
+            reason: FailureReason::NotFound,
+            text: None,
+        });
+        let mut nothing = Vec::new();
+        assert!(!addressing().write_outbound(&Envelope::new(alice.clone(), carol, failure), None, &mut nothing));
+        assert!(nothing.is_empty());
     }
 
     #[test]

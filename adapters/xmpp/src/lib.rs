@@ -5,8 +5,10 @@
 //! - `nesting`: fails the stream before the parser when the server nests elements too deep;
 //! - `link`: opening the component stream and the handshake;
 //! - `namespace`: `jabber:client` ⇄ `jabber:component:accept` for the stanzas the component
-//!   answers with (error replies, IQ answers, pings), built as client stanzas; messages are
-//!   written and read in the link's namespace directly;
+//!   answers with (error replies, IQ answers), built as client stanzas; inbound stanzas are read
+//!   in the link's namespace directly;
+//! - `text`: what the link sends per message (stanzas for envelopes, delivery pings) written as
+//!   XML text, without building an element tree;
 //! - `convert`: stanzas ⇄ envelopes, pure;
 //! - `service`: what the component itself answers (disco, ping, version);
 //! - `adapter`: the supervised link: reconnects with backoff, queues while down.
@@ -20,6 +22,7 @@ mod namespace;
 mod nesting;
 mod service;
 mod shim;
+mod text;
 
 pub use adapter::{XmppAdapter, XmppSettings};
 

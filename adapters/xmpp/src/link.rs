@@ -52,3 +52,20 @@ pub(crate) async fn connect(server: &str, domain: &str, secret: &str, timeouts: 
         None => Err(LinkError::Closed),
     }
 }
+
+/// Writes stanzas already written as XML text (`crate::text`) straight to the socket, after
+/// whatever the stream itself has sent: everything sent through the stream is flushed as it is
+/// sent (`SinkExt::send`), so none of it can be waiting behind these bytes.
+pub(crate) async fn write_text(link: &Link, mut text: &[u8]) -> std::io::Result<()> {
+    let socket = link.get_stream().get_ref().get_ref().get_ref();
+    while !text.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(text) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => text = &text[written..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}

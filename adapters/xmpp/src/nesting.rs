@@ -123,6 +123,10 @@ impl<S> NestingGuard<S> {
     pub fn new(inner: S) -> Self {
         Self { inner, nesting: Nesting::new(MAX_DEPTH), failed: false }
     }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
 }
 
 fn too_deep() -> io::Error {

@@ -25,6 +25,10 @@ impl<S> VersionShim<S> {
     pub fn new(inner: S) -> Self {
         Self { inner, pending: Vec::new(), ready: Vec::new(), done: false }
     }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
 }
 
 /// Patches the stream header in `bytes` if it is complete there; `None` when more is needed.

@@ -1,0 +1,172 @@
+//! Stanzas written straight to XML text, for what the link sends per message.
+//!
+//! Building each outbound message as a minidom tree and having tokio-xmpp serialise and then free
+//! it was over a third of the gateway's instructions per message on MQTT→XMPP. The stanzas the
+//! gateway writes have a handful of fixed shapes, so they are written here directly: element
+//! names and namespaces are constants, and every value (addresses, ids, texts) is escaped.
+//!
+//! rxml, which tokio-xmpp writes with, keeps its escaping private; this does the same job: `&`,
+//! `<` and `>` everywhere, quotes and white space in attribute values (so that they read back
+//! unchanged after attribute-value normalisation) and `\r` everywhere (end-of-line handling
+//! would turn it into `\n`). A character XML 1.0 cannot carry becomes U+FFFD: frames refuse such
+//! text before it gets here, and one bad character must not break the component's stream.
+
+const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+
+/// XML text being written into a buffer. The first element opened may declare the stanza
+/// namespace (`jabber:client` for a stanza read on its own); on the link none is written, the
+/// stream's default `jabber:component:accept` applies.
+pub(crate) struct XmlText<'a> {
+    out: &'a mut Vec<u8>,
+    namespace: Option<&'a str>,
+}
+
+impl<'a> XmlText<'a> {
+    pub(crate) fn new(out: &'a mut Vec<u8>, namespace: Option<&'a str>) -> Self {
+        Self { out, namespace }
+    }
+
+    /// `<name`, with the stanza namespace if this is the top element; attributes may follow.
+    pub(crate) fn open(&mut self, name: &str) {
+        self.out.push(b'<');
+        self.out.extend_from_slice(name.as_bytes());
+        if let Some(namespace) = self.namespace.take() {
+            self.attr("xmlns", namespace);
+        }
+    }
+
+    pub(crate) fn attr(&mut self, name: &str, value: &str) {
+        self.attr_parts(name, &[value]);
+    }
+
+    /// An attribute whose value is the concatenation of `parts` (an address put together).
+    pub(crate) fn attr_parts(&mut self, name: &str, parts: &[&str]) {
+        self.out.push(b' ');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"='");
+        for part in parts {
+            escape(self.out, part, true);
+        }
+        self.out.push(b'\'');
+    }
+
+    /// Ends the start tag of an element that has content.
+    pub(crate) fn content(&mut self) {
+        self.out.push(b'>');
+    }
+
+    /// Ends an element without content.
+    pub(crate) fn empty(&mut self) {
+        self.out.extend_from_slice(b"/>");
+    }
+
+    pub(crate) fn close(&mut self, name: &str) {
+        self.out.extend_from_slice(b"</");
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'>');
+    }
+
+    /// `<name>text</name>` in the stanza namespace.
+    pub(crate) fn text_element(&mut self, name: &str, text: &str) {
+        self.open(name);
+        self.content();
+        escape(self.out, text, false);
+        self.close(name);
+    }
+
+    /// `<name xmlns='namespace'/>`.
+    pub(crate) fn marker(&mut self, name: &str, namespace: &str) {
+        self.open(name);
+        self.attr("xmlns", namespace);
+        self.empty();
+    }
+}
+
+/// Appends `text` to `out` as character data (or an attribute value) that reads back as `text`.
+fn escape(out: &mut Vec<u8>, text: &str, attribute: bool) {
+    let bytes = text.as_bytes();
+    let mut copied = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let (replacement, len): (&[u8], usize) = match bytes[at] {
+            b'&' => (b"&amp;", 1),
+            b'<' => (b"&lt;", 1),
+            b'>' => (b"&gt;", 1),
+            b'\r' => (b"&#13;", 1),
+            b'\'' if attribute => (b"&apos;", 1),
+            b'"' if attribute => (b"&quot;", 1),
+            b'\t' if attribute => (b"&#9;", 1),
+            b'\n' if attribute => (b"&#10;", 1),
+            b'\t' | b'\n' => {
+                at += 1;
+                continue;
+            }
+            0..=0x1f => (REPLACEMENT, 1),
+            // U+FFFE and U+FFFF (EF BF BE, EF BF BF in UTF-8).
+            0xef if bytes.get(at + 1) == Some(&0xbf) && matches!(bytes.get(at + 2), Some(0xbe | 0xbf)) => (REPLACEMENT, 3),
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[copied..at]);
+        out.extend_from_slice(replacement);
+        at += len;
+        copied = at;
+    }
+    out.extend_from_slice(&bytes[copied..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_xmpp::minidom::Element;
+
+    use super::*;
+
+    fn written(build: impl FnOnce(&mut XmlText<'_>)) -> Element {
+        let mut out = Vec::new();
+        build(&mut XmlText::new(&mut out, Some("jabber:client")));
+        let text = String::from_utf8(out).expect("UTF-8");
+        text.parse().unwrap_or_else(|error| panic!("not well-formed ({error}): {text}"))
+    }
+
+    #[test]
+    fn text_and_attribute_values_read_back_unchanged() {
+        let awkward = "<b> & 'q' \"qq\" ]]> é 👋\r\n\tend";
+        let element = written(|xml| {
+            xml.open("message");
+            xml.attr("id", awkward);
+            xml.attr_parts("from", &["a&b", "@", "c'd"]);
+            xml.content();
+            xml.text_element("body", awkward);
+            xml.close("message");
+        });
+        assert_eq!(element.attr("id"), Some(awkward));
+        assert_eq!(element.attr("from"), Some("a&b@c'd"));
+        assert_eq!(element.get_child("body", "jabber:client").map(Element::text).as_deref(), Some(awkward));
+    }
+
+    #[test]
+    fn characters_xml_cannot_carry_are_replaced_not_written() {
+        let element = written(|xml| xml.text_element("body", "a\u{0}b\u{1b}c\u{FFFE}d\u{FFFF}e\u{FFFD}"));
+        assert_eq!(element.text(), "a\u{FFFD}b\u{FFFD}c\u{FFFD}d\u{FFFD}e\u{FFFD}");
+    }
+
+    #[test]
+    fn only_the_top_element_declares_the_namespace() {
+        let mut out = Vec::new();
+        let mut xml = XmlText::new(&mut out, Some("jabber:client"));
+        xml.open("message");
+        xml.content();
+        xml.text_element("body", "x");
+        xml.marker("request", "urn:xmpp:receipts");
+        xml.close("message");
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            "<message xmlns='jabber:client'><body>x</body><request xmlns='urn:xmpp:receipts'/></message>"
+        );
+        let mut out = Vec::new();
+        XmlText::new(&mut out, None).text_element("body", "x");
+        assert_eq!(out, b"<body>x</body>");
+    }
+}
