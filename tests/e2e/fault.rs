@@ -10,7 +10,8 @@
 //! redelivery, which the client recognises by `id`) or under a new one (the gateway routed it
 //! twice). Each test prints one line per flow (`--nocapture`); docs/reliability.md quotes them.
 //! `FAULT_DEBUG=1` also names the messages missing or doubled; `FAULT_GATEWAY_LOG` is the
-//! gateway process's `RUST_LOG` (default `warn`).
+//! gateway process's `RUST_LOG` (default: warnings, and the external-broker link's connections). A
+//! failed test also prints the end of its Mosquitto's log (connections, errors).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ const RESEND_AFTER: Duration = Duration::from_secs(3);
 const PACE: Duration = Duration::from_millis(3);
 const DEADLINE: Duration = Duration::from_secs(60);
 const SECRET: &str = "fault-suite-secret";
+/// Warnings, and the external-broker link's (re)connections, which a stalled flow is read against.
+const DEFAULT_GATEWAY_LOG: &str = "warn,switchboard_mqtt::external=info";
 
 // ---------------------------------------------------------------------------------------------
 // The tally of one flow.
@@ -203,7 +206,7 @@ impl GatewayProcess {
             .arg("--config")
             .arg(self.dir.path().join("switchboard.toml"))
             .current_dir(self.dir.path())
-            .env("RUST_LOG", std::env::var("FAULT_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", std::env::var("FAULT_GATEWAY_LOG").unwrap_or_else(|_| DEFAULT_GATEWAY_LOG.into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -85,7 +85,7 @@ impl Mosquitto {
         let mut ports = vec![ReservedPort::new()];
         let port = ports[0].port();
         let mut text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence {persistent}\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file {}\nlog_type error\nlog_type warning\n",
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence {persistent}\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
             passwd.display(),
             acl.display(),
             dir.path().display(),
@@ -141,8 +141,7 @@ impl Mosquitto {
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait() {
-                    let log = std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default();
-                    panic!("mosquitto exited with {status}: {log}");
+                    panic!("mosquitto exited with {status}: {}", self.log());
                 }
             assert!(tokio::time::Instant::now() < deadline, "mosquitto did not start listening");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -183,9 +182,28 @@ impl Mosquitto {
         assert!(status.success(), "kill {signal} {pid}");
     }
 
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
     /// Kills and starts it again on the same port; it forgets every session (no persistence).
     pub async fn restart(&mut self) {
         self.stop().await;
         self.spawn().await;
     }
 }
+
+impl Drop for Mosquitto {
+    /// A failed test shows the broker's side: its errors and every client's connections.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL).collect();
+            eprintln!("mosquitto {}: the last {} lines of its log:", self.address, tail.len());
+            tail.iter().rev().for_each(|line| eprintln!("  {line}"));
+        }
+    }
+}
+
+/// Lines of a broker's log shown when its test fails.
+const LOG_TAIL: usize = 60;
