@@ -26,7 +26,8 @@ impl<'a> XmlText<'a> {
         Self { out, namespace }
     }
 
-    /// `<name`, with the stanza namespace if this is the top element; attributes may follow.
+    /// `<name`, with the stanza namespace if this is the top element; attributes may follow. An
+    /// element of another namespace is a child, declaring its own (`marker`, `origin-id`).
     pub(crate) fn open(&mut self, name: &str) {
         self.out.push(b'<');
         self.out.extend_from_slice(name.as_bytes());
@@ -74,8 +75,9 @@ impl<'a> XmlText<'a> {
         self.close(name);
     }
 
-    /// `<name xmlns='namespace'/>`.
+    /// `<name xmlns='namespace'/>`, declaring only its own namespace even as the top element.
     pub(crate) fn marker(&mut self, name: &str, namespace: &str) {
+        self.namespace = None;
         self.open(name);
         self.attr("xmlns", namespace);
         self.empty();
@@ -190,5 +192,8 @@ mod tests {
         let mut out = Vec::new();
         XmlText::new(&mut out, None).text_element("body", "x");
         assert_eq!(out, b"<body>x</body>");
+        let mut out = Vec::new();
+        XmlText::new(&mut out, Some("jabber:client")).marker("ping", "urn:xmpp:ping");
+        assert_eq!(out, b"<ping xmlns='urn:xmpp:ping'/>");
     }
 }
