@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::mosquitto::{ReservedPort, free_port};
+use crate::mosquitto::ReservedPort;
 use crate::prosody::{COMPONENT, SECRET, XmppUser, login, password};
 
 /// Boot (~3 s on a quiet machine), ejabberdctl calls (each boots an Erlang VM) and shutdown get
@@ -31,16 +31,15 @@ pub struct Ejabberd {
     node: String,
     dir: tempfile::TempDir,
     /// Kept across restarts (see [`ReservedPort`]).
-    _ports: [ReservedPort; 2],
+    _ports: [ReservedPort; 3],
 }
 
 impl Ejabberd {
     pub async fn start(users: &[&str]) -> Self {
         static RUNS: AtomicU32 = AtomicU32::new(0);
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports = [ReservedPort::new(), ReservedPort::new()];
-        let (c2s, component) = (ports[0].address, ports[1].address);
-        let dist_port = free_port();
+        let ports = [ReservedPort::new(), ReservedPort::new(), ReservedPort::new()];
+        let (c2s, component, dist_port) = (ports[0].address, ports[1].address, ports[2].port());
         let node = format!("switchboard{}x{}@localhost", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed));
         let path = dir.path().display().to_string();
         for sub in ["spool", "logs"] {
