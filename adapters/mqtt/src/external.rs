@@ -34,6 +34,7 @@ use crate::adapter::NAME;
 use crate::config::MqttSettings;
 use crate::topics::TopicKind;
 
+mod collision;
 mod requests;
 use requests::Requests;
 
@@ -173,6 +174,7 @@ async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Result<Eve
                 }
             }
             Err(error) => {
+                collision::release(&mut eventloop);
                 if events.send(Err(error.to_string())).is_err() {
                     return;
                 }
