@@ -35,6 +35,8 @@ use crate::config::MqttSettings;
 use crate::topics::TopicKind;
 
 mod collision;
+#[cfg(test)]
+mod fake_broker;
 mod requests;
 use requests::Requests;
 

@@ -32,31 +32,10 @@ mod tests {
     use bytes::BytesMut;
     use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck};
     use rumqttc::{AsyncClient, Event, MqttOptions, QoS};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-
-    const MAX_PACKET: usize = 64 * 1024;
-
-    async fn read_packet(socket: &mut TcpStream, buffer: &mut BytesMut) -> Option<Packet> {
-        loop {
-            match Packet::read(buffer, MAX_PACKET) {
-                Ok(packet) => return Some(packet),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(error) => panic!("the client sent a malformed packet: {error}"),
-            }
-            if socket.read_buf(buffer).await.ok()? == 0 {
-                return None;
-            }
-        }
-    }
-
-    async fn write_packet(socket: &mut TcpStream, packet: Packet) {
-        let mut out = BytesMut::new();
-        packet.write(&mut out, MAX_PACKET).expect("a packet that fits");
-        socket.write_all(&out).await.expect("the client reads");
-    }
+    use crate::external::fake_broker::{read_packet, write_packet};
 
     async fn accept_new_session(listener: &TcpListener) -> (TcpStream, BytesMut) {
         let (mut socket, _) = listener.accept().await.expect("the client connects");

@@ -130,13 +130,12 @@ mod tests {
     use bytes::BytesMut;
     use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck};
     use rumqttc::{EventLoop, MqttOptions};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
+    use crate::external::fake_broker::{read_packet, write_packet};
 
-    const MAX_PACKET: usize = 64 * 1024;
     const PUBLISHES: usize = 300;
     const ACKS: u16 = 75;
 
@@ -147,34 +146,16 @@ mod tests {
         acked_pkids: Vec<u16>,
     }
 
-    async fn read_packet(socket: &mut TcpStream, buffer: &mut BytesMut) -> Packet {
-        loop {
-            match Packet::read(buffer, MAX_PACKET) {
-                Ok(packet) => return packet,
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(error) => panic!("the client sent a malformed packet: {error}"),
-            }
-            let read = socket.read_buf(buffer).await.expect("the client's packets");
-            assert!(read > 0, "the client hung up");
-        }
-    }
-
-    async fn write_packet(socket: &mut TcpStream, packet: Packet) {
-        let mut out = BytesMut::new();
-        packet.write(&mut out, MAX_PACKET).expect("a packet that fits");
-        socket.write_all(&out).await.expect("the client reads");
-    }
-
     /// Accepts one client, lets its in-flight window fill, and only then answers every publish.
     async fn stalling_broker(listener: TcpListener, done: oneshot::Sender<Received>) {
         let (mut socket, _) = listener.accept().await.expect("the client connects");
         let mut buffer = BytesMut::new();
-        assert!(matches!(read_packet(&mut socket, &mut buffer).await, Packet::Connect(..)));
+        assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
         write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
         let mut received = Received::default();
         let mut unanswered = Vec::new();
         while received.payloads.len() < PUBLISHES || received.acked_pkids.len() < usize::from(ACKS) {
-            match read_packet(&mut socket, &mut buffer).await {
+            match read_packet(&mut socket, &mut buffer).await.expect("the client stays connected") {
                 Packet::Publish(publish) => {
                     received.payloads.push(String::from_utf8_lossy(&publish.payload).into_owned());
                     unanswered.push(publish.pkid);
