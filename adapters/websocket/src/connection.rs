@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::future::Either;
+use futures::{FutureExt, SinkExt, StreamExt};
 use switchboard_frames::{ErrorCode, FrameSession, ServerFrame, count_error, parse_auth_frame};
 use switchboard_gateway::auth::Login;
 use switchboard_gateway::metrics::ERRORS;
@@ -25,38 +26,34 @@ const FLUSH_FRAMES: usize = 64;
 /// it runs, and the socket (a few hundred bytes) would stay there beside the halves that now own it.
 pub(crate) fn serve(socket: WebSocket, login: Option<Login>, shared: Arc<Shared>) -> impl Future<Output = ()> + Send {
     let (sink, stream) = socket.split();
-    run(sink, stream, login, shared)
+    // Combinators, not an async block: a block awaiting `relay` would keep the places of what it
+    // captured (the halves, the login) beside the relay's own copies for the connection's whole
+    // life. Opening is boxed, and so gone once done: it happens once, and inline it would size
+    // the connection's task for its whole life.
+    Box::pin(open(sink, stream, login, shared)).then(|opened| match opened {
+        Some(opened) => Either::Left(relay(opened)),
+        None => Either::Right(std::future::ready(())),
+    })
 }
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
-/// Not `async fn`s, this and [`relay`]: one copies its arguments into its future beside the
-/// originals, and these futures are kept by every connection for its whole life.
-#[allow(clippy::manual_async_fn)]
-fn run(mut sink: Sink, mut stream: Stream, login: Option<Login>, shared: Arc<Shared>) -> impl Future<Output = ()> + Send {
-    async move {
-        // Boxed, and so gone once done: authenticating and opening the session happen once, and as
-        // part of this future they would size it for the connection's whole life.
-        let Some(opened) = Box::pin(open(&mut sink, &mut stream, login, &shared)).await else {
-            return;
-        };
-        relay(sink, stream, opened, &shared).await;
-    }
-}
-
 /// A session opened for an authenticated client, which has its `ready`.
 struct Opened {
+    sink: Sink,
+    stream: Stream,
+    shared: Arc<Shared>,
     user: switchboard_gateway::UserId,
     valid_until: std::time::SystemTime,
     lease: SessionLease,
     session: FrameSession,
 }
 
-async fn open(sink: &mut Sink, stream: &mut Stream, login: Option<Login>, shared: &Shared) -> Option<Opened> {
+async fn open(mut sink: Sink, mut stream: Stream, login: Option<Login>, shared: Arc<Shared>) -> Option<Opened> {
     let login = match login {
         Some(login) => login,
-        None => match first_frame_auth(stream, shared).await {
+        None => match first_frame_auth(&mut stream, &shared).await {
             Ok(login) => login,
             Err(frame) => {
                 count_error(NAME, ErrorCode::Forbidden);
@@ -93,19 +90,20 @@ async fn open(sink: &mut Sink, stream: &mut Stream, login: Option<Login>, shared
         shared.counters.clone(),
     );
     let ready = ServerFrame::Ready { jid: session.jid() };
-    let mut writer = Writer { sink, timeout: shared.settings.write_timeout, user: &user };
+    let mut writer = Writer { sink: &mut sink, timeout: shared.settings.write_timeout, user: &user };
     if writer.send(session.render(&ready)).await.is_err() {
         return None;
     }
     lease.set_deliverable().await;
     tracing::debug!(user = %user, session = %lease.id, "websocket session ready");
-    Some(Opened { user, valid_until: login.valid_until, lease, session })
+    Some(Opened { sink, stream, shared, user, valid_until: login.valid_until, lease, session })
 }
 
-/// Frames both ways until either side stops.
+/// Frames both ways until either side stops. Not an `async fn`: one copies its arguments into
+/// its future beside the originals, and this future is kept by every connection for its whole life.
 #[allow(clippy::manual_async_fn)]
-fn relay(mut sink: Sink, mut stream: Stream, opened: Opened, shared: &Shared) -> impl Future<Output = ()> + Send + '_ {
-    let Opened { user, valid_until, mut lease, session } = opened;
+fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
+    let Opened { mut sink, mut stream, shared, user, valid_until, mut lease, session } = opened;
     async move {
         // The session ends with its token: a revoked user cannot stay connected on an old one.
         let expiry = tokio::time::sleep(valid_until.duration_since(std::time::SystemTime::now()).unwrap_or_default());
