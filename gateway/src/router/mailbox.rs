@@ -343,7 +343,9 @@ impl Mailbox {
         let mut deliverable = self.sessions.iter().filter(|s| s.deliverable).map(|s| s.id);
         let Some(first) = deliverable.next() else {
             if queued_offline {
-                let outcome = self.store_for_later(&envelope).await;
+                // Boxed here and below: storing waits on the store, and inline it would size every
+                // mailbox's task for it; beside a store write the allocation is nothing.
+                let outcome = Box::pin(self.store_for_later(&envelope)).await;
                 reply.send(outcome);
             } else {
                 reply.send(Outcome::Accepted);
@@ -373,7 +375,7 @@ impl Mailbox {
             }
         }
         let Some(proofs) = proofs.finish() else {
-            let outcome = self.store_for_later(&envelope).await;
+            let outcome = Box::pin(self.store_for_later(&envelope)).await;
             reply.send(outcome);
             return;
         };
@@ -409,7 +411,8 @@ impl Mailbox {
                 return false;
             }
         };
-        match entry.outbound.send_timeout(outbound, self.settings.slow_consumer_timeout).await {
+        // Boxed: the wait holds a timer, and inline it would size every mailbox's task for it.
+        match Box::pin(entry.outbound.send_timeout(outbound, self.settings.slow_consumer_timeout)).await {
             Ok(()) => true,
             Err(queue::SendTimeoutError::Timeout(_)) => {
                 tracing::warn!(owner = %self.owner, session = %session, "slow consumer cut off");
