@@ -11,6 +11,10 @@ use switchboard_config::Config;
 use switchboard_gateway::UserId;
 use switchboard_gateway::auth::Authenticator;
 
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "An instant-messaging gateway between XMPP, MQTT, WebSocket and push")]
 struct Cli {
