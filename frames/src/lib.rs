@@ -3,7 +3,7 @@
 //! Shared by the MQTT and WebSocket adapters, which differ only in how bytes reach them:
 //! - `code`: the error codes clients see;
 //! - `inbound`: client → gateway frames, parsed with an error for every way they can be wrong;
-//! - `outbound`: gateway → client frames;
+//! - `outbound`: gateway → client frames (`json`: the two written once per message, by hand);
 //! - `convert`: frames ⇄ canonical envelopes, pure;
 //! - `session`: what one authenticated client connection does with a frame (rate limit, parse,
 //!   submit, answer);
@@ -16,6 +16,7 @@ mod code;
 mod convert;
 mod counters;
 mod inbound;
+mod json;
 mod limiter;
 mod outbound;
 mod session;

@@ -1,9 +1,12 @@
 //! Gateway → client frames.
 
-use serde::{Serialize, Serializer};
+use std::fmt::Write;
+
+use serde::Serialize;
 use switchboard_gateway::{Address, ChatState, Domain, Envelope, MessageBody, MessageKind, ReceiptStatus, Show};
 
 use crate::code::ErrorCode;
+use crate::json;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type")]
@@ -95,6 +98,9 @@ impl ServerFrame {
     }
 
     pub fn to_json(&self) -> String {
+        if let Self::Ack { id, msg } = self {
+            return ack_json(id, msg.as_deref());
+        }
         // Serialising these plain structs cannot fail; fall back to an `internal` error frame
         // rather than panicking if it ever does.
         serde_json::to_string(self).unwrap_or_else(|_| {
@@ -107,50 +113,55 @@ impl ServerFrame {
 /// [`ServerFrame::Message`] from `envelope_to_frame`, without copying its fields into one first.
 /// Every delivered message goes through here.
 pub(crate) fn message_json(envelope: &Envelope, message: &MessageBody, domain: &Domain) -> String {
-    let view = MessageView {
-        id: envelope.id.as_str(),
-        from: Shown(&envelope.from, domain),
-        to: Shown(&envelope.to, domain),
-        body: &message.body,
-        ts: envelope.ts.to_rfc3339(),
-        thread: message.thread.as_deref(),
-        subject: message.subject.as_deref(),
-        kind: message.kind,
-    };
-    let mut json = Vec::with_capacity(160 + message.body.len());
-    match serde_json::to_writer(&mut json, &view) {
-        // serde_json writes UTF-8 only; the check is a formality.
-        Ok(()) => String::from_utf8(json).unwrap_or_default(),
-        Err(_) => r#"{"type":"error","code":"internal","text":"cannot encode frame"}"#.to_owned(),
+    let mut json = String::with_capacity(160 + message.body.len());
+    json.push_str(r#"{"type":"message","id":"#);
+    json::push_string(&mut json, envelope.id.as_str());
+    json.push_str(r#","from":"#);
+    push_address(&mut json, &envelope.from, domain);
+    json.push_str(r#","to":"#);
+    push_address(&mut json, &envelope.to, domain);
+    json.push_str(r#","body":"#);
+    json::push_string(&mut json, &message.body);
+    json.push_str(r#","ts":"#);
+    json::push_string(&mut json, &envelope.ts.to_rfc3339());
+    if let Some(thread) = &message.thread {
+        json.push_str(r#","thread":"#);
+        json::push_string(&mut json, thread);
     }
+    if let Some(subject) = &message.subject {
+        json.push_str(r#","subject":"#);
+        json::push_string(&mut json, subject);
+    }
+    // Only `normal` is written: `chat` is the default every client assumes.
+    if message.kind == MessageKind::Normal {
+        json.push_str(r#","kind":"normal""#);
+    }
+    json.push('}');
+    json
 }
 
-#[derive(Serialize)]
-#[serde(tag = "type", rename = "message")]
-struct MessageView<'a> {
-    id: &'a str,
-    from: Shown<'a>,
-    to: Shown<'a>,
-    body: &'a str,
-    ts: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thread: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    #[serde(skip_serializing_if = "is_chat")]
-    kind: MessageKind,
+/// The `ack` frame, the answer to every message a client sends.
+fn ack_json(id: &str, msg: Option<&str>) -> String {
+    let mut json = String::with_capacity(64 + id.len());
+    json.push_str(r#"{"type":"ack","id":"#);
+    json::push_string(&mut json, id);
+    if let Some(msg) = msg {
+        json.push_str(r#","msg":"#);
+        json::push_string(&mut json, msg);
+    }
+    json.push('}');
+    json
 }
 
 /// An address as clients see it (`Address::display`), written without an intermediate string.
-struct Shown<'a>(&'a Address, &'a Domain);
-
-impl Serialize for Shown<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Address::User { user } => serializer.collect_str(&format_args!("{user}@{}", self.1.as_str())),
-            Address::Remote(remote) => serializer.collect_str(remote),
-        }
-    }
+fn push_address(json: &mut String, address: &Address, domain: &Domain) {
+    json.push('"');
+    // Writing into a `String` cannot fail.
+    let _ = match address {
+        Address::User { user } => write!(json::Escaping(json), "{user}@{}", domain.as_str()),
+        Address::Remote(remote) => write!(json::Escaping(json), "{remote}"),
+    };
+    json.push('"');
 }
 
 #[cfg(test)]
@@ -160,10 +171,20 @@ mod tests {
     use switchboard_gateway::{Body, UserId};
 
     #[test]
+    fn an_ack_written_directly_is_what_serde_writes() {
+        for (id, msg) in [("c1", Some("01J")), ("c1", None), ("q\"uo\\te\n", Some("m\u{1}")), ("", None)] {
+            let frame = ServerFrame::Ack { id: id.into(), msg: msg.map(str::to_owned) };
+            assert_eq!(frame.to_json(), serde_json::to_string(&frame).expect("an ack serialises"));
+        }
+    }
+
+    #[test]
     fn a_message_written_directly_is_the_frame_clients_always_got() {
         let domain = Domain::new("im.example.com");
         let alice = Address::user(UserId::parse("alice").expect("valid"));
         let remote = Address::parse("juliet@capulet.example/balcony", &domain).expect("valid");
+        // A resource may hold what JSON escapes.
+        let awkward = Address::parse("romeo@montague.example/\"quoted\"\\res", &domain).expect("valid");
         let bodies = [
             MessageBody { body: "hi".into(), thread: None, subject: None, kind: MessageKind::Chat },
             MessageBody {
@@ -174,7 +195,7 @@ mod tests {
             },
         ];
         for body in bodies {
-            for (from, to) in [(alice.clone(), remote.clone()), (remote.clone(), alice.clone())] {
+            for (from, to) in [(alice.clone(), remote.clone()), (remote.clone(), alice.clone()), (awkward.clone(), alice.clone())] {
                 let envelope = Envelope::new(from, to, Body::Message(body.clone()));
                 let expected = envelope_to_frame(&envelope, &domain).expect("a frame").to_json();
                 assert_eq!(message_json(&envelope, &body, &domain), expected);
