@@ -143,7 +143,7 @@ pub(crate) async fn run(broker: Broker, settings: MqttSettings, context: Adapter
     // Unbounded on purpose: the poll task must never wait on the bridge, or a bridge waiting for
     // room in rumqttc's request queue would deadlock with it. Its growth is bounded by the
     // broker's in-flight window (manual acks) and by the bridge's own publishes.
-    let (events_tx, events) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel::<Polled>();
     let poller = tokio::spawn(poll(eventloop, events_tx));
     let (deliveries_tx, deliveries) = mpsc::channel(1024);
     let mut bridge = Bridge {
@@ -161,23 +161,35 @@ pub(crate) async fn run(broker: Broker, settings: MqttSettings, context: Adapter
     Ok(())
 }
 
+/// What the poll task tells the bridge.
+enum Polled {
+    Event(Event),
+    /// A CONNACK, and how many publishes rumqttc sends again on it before anything new.
+    Connected { ack: rumqttc::ConnAck, resent: usize },
+    Lost(String),
+}
+
 /// Polls rumqttc alone in its task (its `poll` is not cancel-safe), with a backoff between
 /// reconnection attempts.
-async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Result<Event, String>>) {
+async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Polled>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match eventloop.poll().await {
             Ok(event) => {
-                if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
-                    backoff = Duration::from_millis(100);
-                }
-                if events.send(Ok(event)).is_err() {
+                let polled = match event {
+                    Event::Incoming(Packet::ConnAck(ack)) => {
+                        backoff = Duration::from_millis(100);
+                        Polled::Connected { ack, resent: requests::resent_publishes(&eventloop) }
+                    }
+                    event => Polled::Event(event),
+                };
+                if events.send(polled).is_err() {
                     return;
                 }
             }
             Err(error) => {
                 collision::release(&mut eventloop);
-                if events.send(Err(error.to_string())).is_err() {
+                if events.send(Polled::Lost(error.to_string())).is_err() {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
@@ -207,7 +219,7 @@ struct Bridge {
 impl Bridge {
     async fn run(
         &mut self,
-        mut events: mpsc::UnboundedReceiver<Result<Event, String>>,
+        mut events: mpsc::UnboundedReceiver<Polled>,
         mut deliveries: mpsc::Receiver<(UserId, Outbound)>,
     ) {
         let mut settling: FuturesUnordered<Settled> = FuturesUnordered::new();
@@ -267,9 +279,9 @@ impl Bridge {
         })
     }
 
-    async fn on_event(&mut self, event: Result<Event, String>) -> Option<Settled> {
+    async fn on_event(&mut self, event: Polled) -> Option<Settled> {
         match event {
-            Err(error) => {
+            Polled::Lost(error) => {
                 tracing::warn!(%error, "external broker connection lost; retrying");
                 self.context.health.set(HEALTH, false);
                 // Unconfirmed deliveries go back to the store, and users count as offline until
@@ -279,12 +291,12 @@ impl Bridge {
                 self.go_offline_all();
                 None
             }
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                tracing::info!(session_present = ack.session_present, "connected to the external broker");
+            Polled::Connected { ack, resent } => {
+                tracing::info!(session_present = ack.session_present, resent, "connected to the external broker");
                 // Those packet ids belonged to the last connection: the broker sends their
                 // messages again (same id, so the resend record answers them) and they are acked
                 // then.
-                self.requests.connected();
+                self.requests.connected(resent);
                 self.context.health.set(HEALTH, true);
                 let topics = &self.settings.topics;
                 for filter in [topics.all(TopicKind::Out), topics.all(TopicKind::Presence)] {
@@ -294,21 +306,21 @@ impl Bridge {
                 }
                 None
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+            Polled::Event(Event::Outgoing(Outgoing::Publish(pkid))) => {
                 let proof = self.requests.published();
                 if pkid != 0 {
                     self.inflight.insert(pkid, proof);
                 }
                 None
             }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+            Polled::Event(Event::Incoming(Packet::PubAck(ack))) => {
                 if let Some(Some(delivered)) = self.inflight.remove(&ack.pkid) {
                     delivered.confirm();
                 }
                 None
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish).await,
-            Ok(_) => None,
+            Polled::Event(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish).await,
+            Polled::Event(_) => None,
         }
     }
 

@@ -7,32 +7,37 @@
 
 use std::collections::VecDeque;
 
-use rumqttc::{AsyncClient, ClientError, Publish, QoS, Request};
+use rumqttc::{AsyncClient, ClientError, EventLoop, Publish, QoS, Request};
 use switchboard_gateway::router::Delivered;
 
 /// Requests waiting beyond this many tell the bridge to stop taking new work (deliveries from
 /// the router, settled inbound frames) until the broker has caught up.
 const BACKLOG_LIMIT: usize = 1024;
 
-pub(super) struct Requests {
+/// `P` is the proof a publish carries (a delivery's, in the bridge; a marker in tests).
+pub(super) struct Requests<P = Delivered> {
     client: AsyncClient,
     /// Requests that found rumqttc's queue full. Dropping an acknowledgement would leave its
     /// message in the broker's in-flight window until the next reconnect (a full window stops the
     /// broker sending anything at all); dropping a reply frame would lose the `ack` or `error` a
     /// user is waiting for.
-    unsent: VecDeque<Unsent>,
+    unsent: VecDeque<Unsent<P>>,
     /// Proofs for publishes handed to rumqttc, in order, until it tells their packet id.
-    awaiting_pkid: VecDeque<Option<Delivered>>,
+    awaiting_pkid: VecDeque<Option<P>>,
+    /// Publish events still to come, on a resumed session, for what rumqttc sends again before
+    /// anything handed to it since: they carry none of the proofs waiting above, which belong to
+    /// publishes made after the loss (the proofs of those sent again were dropped with it).
+    resent: usize,
 }
 
-enum Unsent {
+enum Unsent<P> {
     Ack(Publish),
-    Frame { topic: String, payload: Vec<u8>, delivered: Option<Delivered> },
+    Frame { topic: String, payload: Vec<u8>, delivered: Option<P> },
 }
 
-impl Requests {
+impl<P> Requests<P> {
     pub fn new(client: AsyncClient) -> Self {
-        Self { client, unsent: VecDeque::new(), awaiting_pkid: VecDeque::new() }
+        Self { client, unsent: VecDeque::new(), awaiting_pkid: VecDeque::new(), resent: 0 }
     }
 
     pub fn client(&self) -> &AsyncClient {
@@ -51,7 +56,7 @@ impl Requests {
 
     /// Publishes at QoS 1; `delivered` is confirmed once the broker PUBACKs (see
     /// [`Self::published`]).
-    pub fn publish(&mut self, topic: String, payload: Vec<u8>, delivered: Option<Delivered>) {
+    pub fn publish(&mut self, topic: String, payload: Vec<u8>, delivered: Option<P>) {
         if !rumqttc::valid_topic(&topic) {
             // rumqttc would refuse it on every retry; user ids never make one.
             tracing::error!(topic, "cannot publish to an invalid topic");
@@ -60,8 +65,13 @@ impl Requests {
         self.send(Unsent::Frame { topic, payload, delivered });
     }
 
-    /// rumqttc sent the oldest publish it was handed under this packet id: its proof, if any.
-    pub fn published(&mut self) -> Option<Delivered> {
+    /// rumqttc sent a publish under this packet id: the proof of the oldest it was handed, if
+    /// any, unless it was one it sends again.
+    pub fn published(&mut self) -> Option<P> {
+        if self.resent > 0 {
+            self.resent -= 1;
+            return None;
+        }
         self.awaiting_pkid.pop_front().flatten()
     }
 
@@ -69,11 +79,14 @@ impl Requests {
     /// envelopes go back to the store.
     pub fn connection_lost(&mut self) {
         self.awaiting_pkid.clear();
+        self.resent = 0;
     }
 
-    /// A new connection: acknowledgements still waiting name packet ids of the last one, and
-    /// the broker sends those messages again.
-    pub fn connected(&mut self) {
+    /// A new connection, on which rumqttc first sends `resent` publishes again (a resumed
+    /// session; see [`resent_publishes`]). Acknowledgements still waiting name packet ids of the
+    /// last connection, and the broker sends those messages again.
+    pub fn connected(&mut self, resent: usize) {
+        self.resent = resent;
         self.unsent.retain(|request| !matches!(request, Unsent::Ack(_)));
     }
 
@@ -87,7 +100,7 @@ impl Requests {
         }
     }
 
-    fn send(&mut self, request: Unsent) {
+    fn send(&mut self, request: Unsent<P>) {
         if !self.unsent.is_empty() {
             self.unsent.push_back(request);
             return;
@@ -98,7 +111,7 @@ impl Requests {
     }
 
     /// Gives the request back when rumqttc's queue has no room for it.
-    fn try_send(&mut self, request: Unsent) -> Result<(), Unsent> {
+    fn try_send(&mut self, request: Unsent<P>) -> Result<(), Unsent<P>> {
         match request {
             Unsent::Ack(publish) => match self.client.try_ack(&publish) {
                 Ok(()) => Ok(()),
@@ -123,17 +136,26 @@ impl Requests {
     }
 }
 
+/// How many publishes rumqttc will send before anything handed to it after a CONNACK: on a
+/// resumed session, those of the last connection that were not acknowledged (and the requests it
+/// had not yet taken from its queue); on a new session it has dropped them. Call when `poll` has
+/// just returned the CONNACK.
+pub(super) fn resent_publishes(eventloop: &EventLoop) -> usize {
+    eventloop.pending.iter().filter(|request| matches!(request, Request::Publish(_))).count()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use bytes::BytesMut;
     use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck};
-    use rumqttc::{EventLoop, MqttOptions};
+    use rumqttc::{Event, MqttOptions, Outgoing};
     use tokio::net::TcpListener;
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
+    use crate::external::Polled;
     use crate::external::fake_broker::{read_packet, write_packet};
 
     const PUBLISHES: usize = 300;
@@ -194,7 +216,7 @@ mod tests {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         tokio::spawn(poll_forever(eventloop, events_tx));
 
-        let mut requests = Requests::new(client);
+        let mut requests = Requests::<()>::new(client);
         let mut next_ack = 1;
         for n in 0..PUBLISHES {
             requests.publish("users/bob/in".to_owned(), format!("frame {n}").into_bytes(), None);
@@ -220,6 +242,100 @@ mod tests {
         let expected: Vec<String> = (0..PUBLISHES).map(|n| format!("frame {n}")).collect();
         assert_eq!(received.payloads, expected);
         assert_eq!(received.acked_pkids, (1..=ACKS).collect::<Vec<_>>());
+    }
+
+    /// First connection: takes two publishes without answering them and hangs up. Second: resumes
+    /// the session, answers what is sent again at once, leaves new publishes unanswered and
+    /// reports each publish as (packet id, payload).
+    async fn broker_resuming_the_session(listener: TcpListener, report: mpsc::UnboundedSender<(u16, String)>) {
+        let (mut socket, _) = listener.accept().await.expect("the client connects");
+        let mut buffer = BytesMut::new();
+        assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
+        write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
+        let mut taken = 0;
+        while taken < 2 {
+            if let Some(Packet::Publish(_)) = read_packet(&mut socket, &mut buffer).await {
+                taken += 1;
+            }
+        }
+        drop(socket);
+
+        let (mut socket, _) = listener.accept().await.expect("the client reconnects");
+        let mut buffer = BytesMut::new();
+        assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
+        write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, true))).await;
+        while let Some(packet) = read_packet(&mut socket, &mut buffer).await {
+            if let Packet::Publish(publish) = packet {
+                if publish.dup {
+                    write_packet(&mut socket, Packet::PubAck(PubAck::new(publish.pkid))).await;
+                }
+                let _ = report.send((publish.pkid, String::from_utf8_lossy(&publish.payload).into_owned()));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn on_a_resumed_session_what_is_sent_again_takes_no_proof_of_a_newer_publish() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        let (report_tx, mut report) = mpsc::unbounded_channel();
+        tokio::spawn(broker_resuming_the_session(listener, report_tx));
+
+        let mut options = MqttOptions::new("bridge", "127.0.0.1", port);
+        options.set_clean_session(false);
+        let (client, eventloop) = AsyncClient::new(options, 16);
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        // The bridge's own poll task.
+        tokio::spawn(crate::external::poll(eventloop, events_tx));
+
+        let mut requests = Requests::<&str>::new(client);
+        let mut proofs = std::collections::HashMap::new();
+        let mut connections = 0;
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(polled) = events.recv().await {
+                match polled {
+                    Polled::Connected { resent, .. } => {
+                        connections += 1;
+                        requests.connected(resent);
+                        if connections == 1 {
+                            requests.publish("users/bob/in".into(), b"before 1".to_vec(), Some("before 1"));
+                            requests.publish("users/bob/in".into(), b"before 2".to_vec(), Some("before 2"));
+                        } else {
+                            assert_eq!(resent, 2, "both unanswered publishes are sent again");
+                        }
+                    }
+                    Polled::Lost(_) => {
+                        requests.connection_lost();
+                        proofs.clear();
+                        // Handed over while the broker is away: it goes out after what is sent again.
+                        requests.publish("users/bob/in".into(), b"after".to_vec(), Some("after"));
+                    }
+                    Polled::Event(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        proofs.insert(pkid, requests.published());
+                        if connections == 2 && proofs.len() == 3 {
+                            return;
+                        }
+                    }
+                    Polled::Event(_) => {}
+                }
+                requests.send_unsent();
+            }
+        })
+        .await;
+        assert!(outcome.is_ok(), "three publishes on the resumed session in time");
+
+        let mut sent = Vec::new();
+        while sent.len() < 3 {
+            let publish = tokio::time::timeout(Duration::from_secs(5), report.recv()).await;
+            sent.push(publish.expect("the broker reports in time").expect("the broker runs"));
+        }
+        let after = sent.iter().find(|(_, payload)| payload == "after").expect("the new publish reached the broker");
+        assert_eq!(proofs.get(&after.0), Some(&Some("after")), "the new publish's proof goes with its own packet id");
+        let resent: Vec<_> = sent.iter().filter(|(_, payload)| payload != "after").collect();
+        assert_eq!(resent.len(), 2, "{sent:?}");
+        for (pkid, _) in resent {
+            assert_eq!(proofs.get(pkid), Some(&None), "a publish sent again confirms nothing (its proof went with the loss)");
+        }
     }
 
     async fn poll_forever(mut eventloop: EventLoop, events: mpsc::UnboundedSender<()>) {
