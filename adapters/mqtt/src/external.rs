@@ -166,7 +166,9 @@ enum Polled {
     Event(Event),
     /// A CONNACK, and how many publishes rumqttc sends again on it before anything new.
     Connected { ack: rumqttc::ConnAck, resent: usize },
-    Lost(String),
+    /// `poll` failed; `was_connected` if a live connection was lost (rather than an attempt to
+    /// connect failing), which is when rumqttc moves what it will send again to `pending`.
+    Lost { error: String, was_connected: bool },
 }
 
 /// Polls rumqttc alone in its task (its `poll` is not cancel-safe), with a backoff between
@@ -174,6 +176,7 @@ enum Polled {
 async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Polled>) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        let was_connected = eventloop.network.is_some();
         match eventloop.poll().await {
             Ok(event) => {
                 let polled = match event {
@@ -189,7 +192,10 @@ async fn poll(mut eventloop: EventLoop, events: mpsc::UnboundedSender<Polled>) {
             }
             Err(error) => {
                 collision::release(&mut eventloop);
-                if events.send(Polled::Lost(error.to_string())).is_err() {
+                // Announcements of the dead connection not yet returned: those publishes are in
+                // `pending`, counted in `resent`, and announced again when sent.
+                eventloop.state.events.retain(|event| !matches!(event, Event::Outgoing(Outgoing::Publish(_))));
+                if events.send(Polled::Lost { error: error.to_string(), was_connected }).is_err() {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
@@ -281,12 +287,12 @@ impl Bridge {
 
     async fn on_event(&mut self, event: Polled) -> Option<Settled> {
         match event {
-            Polled::Lost(error) => {
+            Polled::Lost { error, was_connected } => {
                 tracing::warn!(%error, "external broker connection lost; retrying");
                 self.context.health.set(HEALTH, false);
                 // Unconfirmed deliveries go back to the store, and users count as offline until
                 // the broker tells their presence again.
-                self.requests.connection_lost();
+                self.requests.connection_lost(was_connected);
                 self.inflight.clear();
                 self.go_offline_all();
                 None

@@ -75,11 +75,15 @@ impl<P> Requests<P> {
         self.awaiting_pkid.pop_front().flatten()
     }
 
-    /// The connection is gone: proofs of publishes already handed to rumqttc are dropped, so their
-    /// envelopes go back to the store.
-    pub fn connection_lost(&mut self) {
-        self.awaiting_pkid.clear();
-        self.resent = 0;
+    /// `poll` failed. If a live connection was lost, proofs of publishes already handed to
+    /// rumqttc are dropped, so their envelopes go back to the store (rumqttc sends those publishes
+    /// again only on a resumed session). A failed attempt to connect changed nothing in rumqttc:
+    /// what was handed to it since waits in its queue and keeps its proof.
+    pub fn connection_lost(&mut self, was_connected: bool) {
+        if was_connected {
+            self.awaiting_pkid.clear();
+            self.resent = 0;
+        }
     }
 
     /// A new connection, on which rumqttc first sends `resent` publishes again (a resumed
@@ -245,7 +249,7 @@ mod tests {
     }
 
     /// First connection: takes two publishes without answering them and hangs up. Second: resumes
-    /// the session, answers what is sent again at once, leaves new publishes unanswered and
+    /// the session, answers those two when they come again, leaves the new publish unanswered and
     /// reports each publish as (packet id, payload).
     async fn broker_resuming_the_session(listener: TcpListener, report: mpsc::UnboundedSender<(u16, String)>) {
         let (mut socket, _) = listener.accept().await.expect("the client connects");
@@ -266,7 +270,7 @@ mod tests {
         write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, true))).await;
         while let Some(packet) = read_packet(&mut socket, &mut buffer).await {
             if let Packet::Publish(publish) = packet {
-                if publish.dup {
+                if publish.payload.starts_with(b"before") {
                     write_packet(&mut socket, Packet::PubAck(PubAck::new(publish.pkid))).await;
                 }
                 let _ = report.send((publish.pkid, String::from_utf8_lossy(&publish.payload).into_owned()));
@@ -304,8 +308,9 @@ mod tests {
                             assert_eq!(resent, 2, "both unanswered publishes are sent again");
                         }
                     }
-                    Polled::Lost(_) => {
-                        requests.connection_lost();
+                    Polled::Lost { was_connected, .. } => {
+                        assert!(was_connected, "the broker hung up a live connection");
+                        requests.connection_lost(was_connected);
                         proofs.clear();
                         // Handed over while the broker is away: it goes out after what is sent again.
                         requests.publish("users/bob/in".into(), b"after".to_vec(), Some("after"));
@@ -336,6 +341,99 @@ mod tests {
         for (pkid, _) in resent {
             assert_eq!(proofs.get(pkid), Some(&None), "a publish sent again confirms nothing (its proof went with the loss)");
         }
+    }
+
+    /// First connection: takes one publish without answering it, hangs up and stops listening,
+    /// so that the client's next attempts fail; listens again on `back`, resumes the session,
+    /// answers what comes again and reports every publish as (packet id, payload).
+    async fn broker_away_for_a_while(listener: TcpListener, back: oneshot::Receiver<()>, report: mpsc::UnboundedSender<(u16, String)>) {
+        let address = listener.local_addr().expect("its address");
+        let (mut socket, _) = listener.accept().await.expect("the client connects");
+        let mut buffer = BytesMut::new();
+        assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
+        write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
+        while !matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Publish(_))) {}
+        drop((socket, listener));
+
+        back.await.expect("the test says when");
+        let listener = TcpListener::bind(address).await.expect("the same port again");
+        let (mut socket, _) = listener.accept().await.expect("the client reconnects");
+        let mut buffer = BytesMut::new();
+        assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
+        write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, true))).await;
+        while let Some(packet) = read_packet(&mut socket, &mut buffer).await {
+            if let Packet::Publish(publish) = packet {
+                if publish.payload.starts_with(b"before") {
+                    write_packet(&mut socket, Packet::PubAck(PubAck::new(publish.pkid))).await;
+                }
+                let _ = report.send((publish.pkid, String::from_utf8_lossy(&publish.payload).into_owned()));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_to_reconnect_keeps_the_proofs_of_what_waits_in_the_queue() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        let (report_tx, mut report) = mpsc::unbounded_channel();
+        let (back_tx, back) = oneshot::channel();
+        tokio::spawn(broker_away_for_a_while(listener, back, report_tx));
+
+        let mut options = MqttOptions::new("bridge", "127.0.0.1", port);
+        options.set_clean_session(false);
+        let (client, eventloop) = AsyncClient::new(options, 16);
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        tokio::spawn(crate::external::poll(eventloop, events_tx));
+
+        let mut requests = Requests::<&str>::new(client);
+        let mut proofs = std::collections::HashMap::new();
+        let mut back = Some(back_tx);
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(polled) = events.recv().await {
+                match polled {
+                    Polled::Connected { resent, .. } => {
+                        requests.connected(resent);
+                        if back.is_some() {
+                            requests.publish("users/bob/in".into(), b"before".to_vec(), Some("before"));
+                        }
+                    }
+                    Polled::Lost { was_connected: true, .. } => {
+                        requests.connection_lost(true);
+                        proofs.clear();
+                        requests.publish("users/bob/in".into(), b"while away".to_vec(), Some("while away"));
+                    }
+                    Polled::Lost { was_connected: false, .. } => {
+                        requests.connection_lost(false);
+                        if let Some(back) = back.take() {
+                            requests.publish("users/bob/in".into(), b"still away".to_vec(), Some("still away"));
+                            let _ = back.send(());
+                        }
+                    }
+                    Polled::Event(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        proofs.insert(pkid, requests.published());
+                        if back.is_none() && proofs.len() == 3 {
+                            return;
+                        }
+                    }
+                    Polled::Event(_) => {}
+                }
+                requests.send_unsent();
+            }
+        })
+        .await;
+        assert!(outcome.is_ok(), "three publishes on the resumed session in time");
+
+        let mut sent = std::collections::HashMap::new();
+        while sent.len() < 3 {
+            let publish = tokio::time::timeout(Duration::from_secs(5), report.recv()).await;
+            let (pkid, payload) = publish.expect("the broker reports in time").expect("the broker runs");
+            sent.insert(payload, pkid);
+        }
+        for payload in ["while away", "still away"] {
+            let pkid = sent.get(payload).expect("it reached the broker");
+            assert_eq!(proofs.get(pkid), Some(&Some(payload)), "{payload:?} keeps its proof across the failed attempts");
+        }
+        assert_eq!(proofs.get(&sent["before"]), Some(&None));
     }
 
     async fn poll_forever(mut eventloop: EventLoop, events: mpsc::UnboundedSender<()>) {
