@@ -150,6 +150,8 @@ pub(super) fn resent_publishes(eventloop: &EventLoop) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use bytes::BytesMut;
@@ -343,23 +345,26 @@ mod tests {
         }
     }
 
-    /// First connection: takes one publish without answering it, hangs up and stops listening,
-    /// so that the client's next attempts fail; listens again on `back`, resumes the session,
-    /// answers what comes again and reports every publish as (packet id, payload).
-    async fn broker_away_for_a_while(listener: TcpListener, back: oneshot::Receiver<()>, report: mpsc::UnboundedSender<(u16, String)>) {
-        let address = listener.local_addr().expect("its address");
+    /// First connection: takes one publish without answering it and hangs up. Then hangs up on
+    /// every attempt to connect before answering it, so that they fail, until `back` is set;
+    /// then resumes the session, answers what comes again and reports every publish as
+    /// (packet id, payload).
+    async fn broker_away_for_a_while(listener: TcpListener, back: Arc<AtomicBool>, report: mpsc::UnboundedSender<(u16, String)>) {
         let (mut socket, _) = listener.accept().await.expect("the client connects");
         let mut buffer = BytesMut::new();
         assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
         write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
         while !matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Publish(_))) {}
-        drop((socket, listener));
+        drop(socket);
 
-        back.await.expect("the test says when");
-        let listener = TcpListener::bind(address).await.expect("the same port again");
-        let (mut socket, _) = listener.accept().await.expect("the client reconnects");
-        let mut buffer = BytesMut::new();
-        assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
+        let (mut socket, mut buffer) = loop {
+            let (mut socket, _) = listener.accept().await.expect("the client tries again");
+            let mut buffer = BytesMut::new();
+            assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
+            if back.load(Ordering::SeqCst) {
+                break (socket, buffer);
+            }
+        };
         write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, true))).await;
         while let Some(packet) = read_packet(&mut socket, &mut buffer).await {
             if let Packet::Publish(publish) = packet {
@@ -376,8 +381,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let port = listener.local_addr().expect("its address").port();
         let (report_tx, mut report) = mpsc::unbounded_channel();
-        let (back_tx, back) = oneshot::channel();
-        tokio::spawn(broker_away_for_a_while(listener, back, report_tx));
+        let back = Arc::new(AtomicBool::new(false));
+        tokio::spawn(broker_away_for_a_while(listener, back.clone(), report_tx));
 
         let mut options = MqttOptions::new("bridge", "127.0.0.1", port);
         options.set_clean_session(false);
@@ -387,13 +392,13 @@ mod tests {
 
         let mut requests = Requests::<&str>::new(client);
         let mut proofs = std::collections::HashMap::new();
-        let mut back = Some(back_tx);
+        let mut away = true;
         let outcome = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(polled) = events.recv().await {
                 match polled {
                     Polled::Connected { resent, .. } => {
                         requests.connected(resent);
-                        if back.is_some() {
+                        if away {
                             requests.publish("users/bob/in".into(), b"before".to_vec(), Some("before"));
                         }
                     }
@@ -404,14 +409,15 @@ mod tests {
                     }
                     Polled::Lost { was_connected: false, .. } => {
                         requests.connection_lost(false);
-                        if let Some(back) = back.take() {
+                        if away {
+                            away = false;
                             requests.publish("users/bob/in".into(), b"still away".to_vec(), Some("still away"));
-                            let _ = back.send(());
+                            back.store(true, Ordering::SeqCst);
                         }
                     }
                     Polled::Event(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         proofs.insert(pkid, requests.published());
-                        if back.is_none() && proofs.len() == 3 {
+                        if !away && proofs.len() == 3 {
                             return;
                         }
                     }
