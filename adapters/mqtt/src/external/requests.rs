@@ -157,7 +157,7 @@ mod tests {
     use bytes::BytesMut;
     use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck};
     use rumqttc::{Event, MqttOptions, Outgoing};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
@@ -250,6 +250,21 @@ mod tests {
         assert_eq!(received.acked_pkids, (1..=ACKS).collect::<Vec<_>>());
     }
 
+    /// Resumes the session on a connection whose CONNECT was read; answers the publishes that
+    /// come again (those made before the loss), leaves the others unanswered, and reports each as
+    /// (packet id, payload).
+    async fn resume_and_report(mut socket: TcpStream, mut buffer: BytesMut, report: mpsc::UnboundedSender<(u16, String)>) {
+        write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, true))).await;
+        while let Some(packet) = read_packet(&mut socket, &mut buffer).await {
+            if let Packet::Publish(publish) = packet {
+                if publish.payload.starts_with(b"before") {
+                    write_packet(&mut socket, Packet::PubAck(PubAck::new(publish.pkid))).await;
+                }
+                let _ = report.send((publish.pkid, String::from_utf8_lossy(&publish.payload).into_owned()));
+            }
+        }
+    }
+
     /// First connection: takes two publishes without answering them and hangs up. Second: resumes
     /// the session, answers those two when they come again, leaves the new publish unanswered and
     /// reports each publish as (packet id, payload).
@@ -269,15 +284,18 @@ mod tests {
         let (mut socket, _) = listener.accept().await.expect("the client reconnects");
         let mut buffer = BytesMut::new();
         assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
-        write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, true))).await;
-        while let Some(packet) = read_packet(&mut socket, &mut buffer).await {
-            if let Packet::Publish(publish) = packet {
-                if publish.payload.starts_with(b"before") {
-                    write_packet(&mut socket, Packet::PubAck(PubAck::new(publish.pkid))).await;
-                }
-                let _ = report.send((publish.pkid, String::from_utf8_lossy(&publish.payload).into_owned()));
-            }
-        }
+        resume_and_report(socket, buffer, report).await;
+    }
+
+    /// A persistent-session client of the broker on `port`, polled by the bridge's own poll task;
+    /// its proofs are names.
+    fn bridge_client(port: u16) -> (Requests<&'static str>, mpsc::UnboundedReceiver<Polled>) {
+        let mut options = MqttOptions::new("bridge", "127.0.0.1", port);
+        options.set_clean_session(false);
+        let (client, eventloop) = AsyncClient::new(options, 16);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(crate::external::poll(eventloop, events_tx));
+        (Requests::new(client), events)
     }
 
     #[tokio::test]
@@ -287,14 +305,7 @@ mod tests {
         let (report_tx, mut report) = mpsc::unbounded_channel();
         tokio::spawn(broker_resuming_the_session(listener, report_tx));
 
-        let mut options = MqttOptions::new("bridge", "127.0.0.1", port);
-        options.set_clean_session(false);
-        let (client, eventloop) = AsyncClient::new(options, 16);
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        // The bridge's own poll task.
-        tokio::spawn(crate::external::poll(eventloop, events_tx));
-
-        let mut requests = Requests::<&str>::new(client);
+        let (mut requests, mut events) = bridge_client(port);
         let mut proofs = std::collections::HashMap::new();
         let mut connections = 0;
         let outcome = tokio::time::timeout(Duration::from_secs(10), async {
@@ -357,7 +368,7 @@ mod tests {
         while !matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Publish(_))) {}
         drop(socket);
 
-        let (mut socket, mut buffer) = loop {
+        let (socket, buffer) = loop {
             let (mut socket, _) = listener.accept().await.expect("the client tries again");
             let mut buffer = BytesMut::new();
             assert!(matches!(read_packet(&mut socket, &mut buffer).await, Some(Packet::Connect(..))));
@@ -365,15 +376,7 @@ mod tests {
                 break (socket, buffer);
             }
         };
-        write_packet(&mut socket, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, true))).await;
-        while let Some(packet) = read_packet(&mut socket, &mut buffer).await {
-            if let Packet::Publish(publish) = packet {
-                if publish.payload.starts_with(b"before") {
-                    write_packet(&mut socket, Packet::PubAck(PubAck::new(publish.pkid))).await;
-                }
-                let _ = report.send((publish.pkid, String::from_utf8_lossy(&publish.payload).into_owned()));
-            }
-        }
+        resume_and_report(socket, buffer, report).await;
     }
 
     #[tokio::test]
@@ -384,13 +387,7 @@ mod tests {
         let back = Arc::new(AtomicBool::new(false));
         tokio::spawn(broker_away_for_a_while(listener, back.clone(), report_tx));
 
-        let mut options = MqttOptions::new("bridge", "127.0.0.1", port);
-        options.set_clean_session(false);
-        let (client, eventloop) = AsyncClient::new(options, 16);
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        tokio::spawn(crate::external::poll(eventloop, events_tx));
-
-        let mut requests = Requests::<&str>::new(client);
+        let (mut requests, mut events) = bridge_client(port);
         let mut proofs = std::collections::HashMap::new();
         let mut away = true;
         let outcome = tokio::time::timeout(Duration::from_secs(10), async {
