@@ -35,18 +35,27 @@ pub(crate) enum Admission {
 }
 
 struct Entry {
+    key: u64,
     content: u64,
     msg: MessageId,
     outcome: SharedOutcome,
     at: Instant,
 }
 
+/// The index holds at most this many keys: then those of forgotten entries are swept out. It is
+/// the most a table sized for [`CAPACITY`] live keys holds before it would grow.
+const INDEX_SWEEP: usize = CAPACITY * 2 / 8 * 7;
+
 #[derive(Default)]
 struct Recent {
-    entries: HashMap<u64, Entry, BuildPrehashed>,
-    /// Keys in the order they were remembered, to forget the oldest first. A key remembered again
-    /// appears twice; the older mention is skipped when its entry turns out newer.
-    order: VecDeque<(Instant, u64)>,
+    /// What is remembered, oldest first; `first` numbers the front entry, the others follow.
+    entries: VecDeque<Entry>,
+    first: u64,
+    /// The number of the latest entry under each key. Forgetting an entry leaves its key here:
+    /// removing it at once would mean a lookup in a table of megabytes (a cache miss) on every
+    /// message. A number below `first` is stale; stale keys are swept out together, in one
+    /// pass over the table, when it reaches [`INDEX_SWEEP`].
+    index: HashMap<u64, u64, BuildPrehashed>,
 }
 
 /// The messages routed lately, by sender and client id. Shared by every adapter's sessions.
@@ -70,15 +79,14 @@ impl RecentMessages {
         // A poisoned lock only means another thread panicked mid-update; the map is still usable.
         let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         recent.forget_old(now);
-        if let Some(entry) = recent.entries.get(&key)
+        if let Some(entry) = recent.get(key)
             && entry.content == content
             && entry.outcome.peek().as_ref().is_none_or(Outcome::is_accepted)
         {
             return Admission::Resend { msg: entry.msg.clone(), outcome: entry.outcome.clone() };
         }
         let (admission, outcome) = fresh();
-        recent.entries.insert(key, Entry { content, msg: envelope.id.clone(), outcome, at: now });
-        recent.order.push_back((now, key));
+        recent.remember(Entry { key, content, msg: envelope.id.clone(), outcome, at: now });
         admission
     }
 
@@ -88,17 +96,29 @@ impl RecentMessages {
 }
 
 impl Recent {
+    fn get(&self, key: u64) -> Option<&Entry> {
+        let number = *self.index.get(&key)?;
+        let position = usize::try_from(number.checked_sub(self.first)?).ok()?;
+        self.entries.get(position)
+    }
+
+    fn remember(&mut self, entry: Entry) {
+        if self.index.len() >= INDEX_SWEEP {
+            let first = self.first;
+            self.index.retain(|_, number| *number >= first);
+        }
+        self.index.insert(entry.key, self.first + self.entries.len() as u64);
+        self.entries.push_back(entry);
+    }
+
     fn forget_old(&mut self, now: Instant) {
-        while let Some(&(at, key)) = self.order.front() {
-            let expired = now.duration_since(at) > WINDOW;
+        while let Some(oldest) = self.entries.front() {
+            let expired = now.duration_since(oldest.at) > WINDOW;
             if !expired && self.entries.len() < CAPACITY {
                 break;
             }
-            self.order.pop_front();
-            // Only if this mention is the entry's latest: a key remembered again lives on.
-            if self.entries.get(&key).is_some_and(|entry| entry.at == at) {
-                self.entries.remove(&key);
-            }
+            self.entries.pop_front();
+            self.first += 1;
         }
     }
 }
@@ -204,5 +224,23 @@ mod tests {
             recent.admit(&(CAPACITY + 9).to_string(), &message("alice", "bob", "hi")),
             Admission::Resend { .. }
         ));
+    }
+
+    #[test]
+    fn keys_of_forgotten_messages_are_swept_and_never_answer_for_new_ones() {
+        let recent = RecentMessages::default();
+        // The same few ids again and again, among many that are used once, over several sweeps.
+        for n in 0..3 * CAPACITY {
+            let id = if n % 1000 == 0 { "reused".to_owned() } else { n.to_string() };
+            settle(recent.admit(&id, &message("alice", "bob", &format!("text {n}"))), Outcome::Delivered);
+        }
+        let indexed = recent.recent.lock().expect("lock").index.len();
+        assert!(indexed <= INDEX_SWEEP, "{indexed} keys indexed");
+        let last_reuse = (3 * CAPACITY - 1) / 1000 * 1000;
+        let resend = |text: String| recent.admit("reused", &message("alice", "bob", &text));
+        assert!(matches!(resend(format!("text {last_reuse}")), Admission::Resend { .. }), "the latest under a key answers");
+        assert!(matches!(resend(format!("text {}", last_reuse - 1000)), Admission::New { .. }), "an earlier one does not");
+        // An id last used before the latest CAPACITY messages, whose number is now stale.
+        assert!(matches!(recent.admit("1", &message("alice", "bob", "text 1")), Admission::New { .. }));
     }
 }
