@@ -12,8 +12,12 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     pub fn now() -> Self {
-        let now = time::OffsetDateTime::now_utc();
-        Self((now.unix_timestamp_nanos() / 1_000_000) as i64)
+        Self::at(std::time::SystemTime::now())
+    }
+
+    pub fn at(time: std::time::SystemTime) -> Self {
+        let time = time::OffsetDateTime::from(time);
+        Self((time.unix_timestamp_nanos() / 1_000_000) as i64)
     }
 
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-21T10:00:00.123Z`.
@@ -73,11 +77,13 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn new(from: Address, to: Address, body: Body) -> Self {
+        // One reading of the clock for both: every message is an envelope.
+        let now = std::time::SystemTime::now();
         Self {
-            id: MessageId::generate(),
+            id: MessageId::generate_at(now),
             from,
             to,
-            ts: Timestamp::now(),
+            ts: Timestamp::at(now),
             body,
         }
     }
@@ -250,6 +256,16 @@ impl Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_envelopes_id_is_minted_at_its_timestamp() {
+        let user = |name: &str| Address::user(crate::address::UserId::parse(name).expect("valid user"));
+        for _ in 0..1000 {
+            let envelope = Envelope::new(user("alice"), user("bob"), Body::Presence(PresenceBody { show: Show::Away, status: None }));
+            let minted = ulid::Ulid::from_string(envelope.id.as_str()).expect("a ULID").timestamp_ms();
+            assert_eq!(i64::try_from(minted).expect("fits"), envelope.ts.0, "{}", envelope.id);
+        }
+    }
 
     #[test]
     fn timestamps_print_as_rfc3339_utc() {

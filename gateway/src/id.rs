@@ -12,9 +12,14 @@ pub struct MessageId(Arc<str>);
 
 impl MessageId {
     pub fn generate() -> Self {
+        Self::generate_at(std::time::SystemTime::now())
+    }
+
+    /// A new id whose time part is `time`.
+    pub fn generate_at(time: std::time::SystemTime) -> Self {
         // Encoded on the stack and copied once into the shared string: every message gets one.
         let mut text = [0; ulid::ULID_LEN];
-        Self(Arc::from(&*ulid::Ulid::generate().array_to_str(&mut text)))
+        Self(Arc::from(&*ulid::Ulid::from_datetime(time).array_to_str(&mut text)))
     }
 
     pub fn from_string(id: impl Into<Arc<str>>) -> Self {

@@ -1,6 +1,7 @@
 //! One WebSocket client: authenticate, then frames both ways until either side stops.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
@@ -215,7 +216,16 @@ where
     /// Hands a frame to the sink; it is written at the next [`Writer::flush`] (or sooner, when
     /// the sink's buffer fills).
     async fn queue(&mut self, text: String) -> Result<(), ()> {
-        let result = tokio::time::timeout(self.timeout, self.sink.feed(Message::Text(text.into()))).await;
+        let message = Message::Text(text.into());
+        // Most frames find room at once; the timer, and the reading of the clock it takes, is
+        // for those that do not.
+        let ready = std::future::poll_fn(|cx| Poll::Ready(self.sink.poll_ready_unpin(cx))).await;
+        match ready {
+            Poll::Ready(Ok(())) => return self.sink.start_send_unpin(message).map_err(|_| ()),
+            Poll::Ready(Err(_)) => return Err(()),
+            Poll::Pending => {}
+        }
+        let result = tokio::time::timeout(self.timeout, self.sink.feed(message)).await;
         self.settle(result)
     }
 

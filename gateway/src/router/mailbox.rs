@@ -146,6 +146,7 @@ impl Mailbox {
         async move {
             loop {
                 let idle = self.sessions.is_empty() && self.inflight.is_empty();
+                let idle_for = self.settings.mailbox_idle;
                 tokio::select! {
                     biased;
                     Some((delivery, delivered)) = self.inflight.next(), if !self.inflight.is_empty() => {
@@ -157,7 +158,9 @@ impl Mailbox {
                         self.processed += 1;
                         self.handle(command).await;
                     }
-                    () = tokio::time::sleep(self.settings.mailbox_idle), if idle => {
+                    // Made only when polled: `select!` makes a disabled branch's future too, and a
+                    // timer made on every turn reads the clock once more per message.
+                    () = async move { tokio::time::sleep(idle_for).await }, if idle => {
                         self.flush_confirmed().await;
                         if let Some(router) = self.router.upgrade() {
                             let idle = Command::Idle { owner: self.owner.clone(), processed: self.processed };
