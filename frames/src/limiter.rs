@@ -40,7 +40,12 @@ impl RateLimiter {
             let (rate, burst) = (self.per_second, self.burst);
             buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst);
         }
-        let bucket = buckets.entry(user.clone()).or_insert(Bucket { tokens: self.burst, updated: now });
+        // Looked up before it is entered: `entry` takes a key of its own, a clone of the user's
+        // shared name on every frame.
+        let bucket = match buckets.get_mut(user) {
+            Some(bucket) => bucket,
+            None => buckets.entry(user.clone()).or_insert(Bucket { tokens: self.burst, updated: now }),
+        };
         let refill = now.duration_since(bucket.updated).as_secs_f64() * self.per_second;
         bucket.tokens = (bucket.tokens + refill).min(self.burst);
         bucket.updated = now;
