@@ -18,6 +18,9 @@ use crate::config::WebSocketSettings;
 use crate::listener::Peer;
 use crate::{connection, devices};
 
+/// Frames written to a socket together, at most (see `upgrade`).
+const WRITE_BATCH_BYTES: usize = 4096;
+
 pub(crate) struct Shared {
     pub settings: WebSocketSettings,
     pub context: AdapterContext,
@@ -76,7 +79,11 @@ async fn upgrade(
         // idle socket pays for it whole; 1 KiB holds a typical frame in one read, and the buffer
         // grows to a larger frame's size when one comes (read 1 KiB per call).
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        // Frames are gathered up to this much before tungstenite writes them, so that those queued
+        // together go out in one write at the connection's flush; at 0 each frame was a syscall of
+        // its own. The buffer is not allocated up front: an idle socket keeps only what its largest
+        // batch needed (at most about twice this).
+        .write_buffer_size(WRITE_BATCH_BYTES)
         .max_write_buffer_size(limit * 2)
         // A combinator, not an async block: awaiting a future an async block captured would keep
         // it twice in the connection's task.
