@@ -90,7 +90,15 @@ impl Listener for HttpListener {
 async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok(accepted) => return accepted,
+            Ok((stream, peer)) => {
+                // Frames are gathered by the connection and written once it has nothing more
+                // ready; Nagle's algorithm would then hold the write back again until the last
+                // one is acknowledged, which costs milliseconds on a quiet link.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, %error, "cannot disable Nagle's algorithm");
+                }
+                return (stream, peer);
+            }
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(%error, "http accept failed");
