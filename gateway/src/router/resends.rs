@@ -3,8 +3,9 @@
 //! PUBLISH). The resend is answered with the first copy's outcome and gateway id, and is not
 //! routed again, so the recipient sees it once.
 //!
-//! Kept in memory, bounded: a resend is recognised within [`WINDOW`] and among the gateway's
-//! last [`CAPACITY`] messages. A restart of the gateway forgets it (docs/reliability.md says what
+//! Kept in memory, bounded: a resend is recognised within [`WINDOW`] and among about the gateway's
+//! last [`CAPACITY`] messages (the record is split by sender and client id into [`SHARDS`] parts,
+//! each of which forgets its oldest first). A restart of the gateway forgets it (docs/reliability.md says what
 //! that means). Only what the sender names the same way is a resend: the same sender, the same
 //! client id and the same recipient and content. The same id with other content is a new message
 //! (clients that number their messages from 1 again after a reinstall lose nothing).
@@ -25,6 +26,10 @@ use crate::prehashed::BuildPrehashed;
 pub const WINDOW: Duration = Duration::from_secs(600);
 /// At most this many messages are remembered; beyond it the oldest are forgotten first.
 pub const CAPACITY: usize = 65_536;
+/// Parts of the record, each behind a lock of its own: every sender's connection admits its
+/// messages here, from whichever thread it runs on, and behind one lock they waited for each other.
+const SHARDS: usize = 16;
+const SHARD_CAPACITY: usize = CAPACITY / SHARDS;
 
 /// What [`RecentMessages::admit`] decided.
 pub(crate) enum Admission {
@@ -42,9 +47,9 @@ struct Entry {
     at: Instant,
 }
 
-/// The index holds at most this many keys: then those of forgotten entries are swept out. It is
-/// the most a table sized for [`CAPACITY`] live keys holds before it would grow.
-const INDEX_SWEEP: usize = CAPACITY * 2 / 8 * 7;
+/// A shard's index holds at most this many keys: then those of forgotten entries are swept out.
+/// It is the most a table sized for [`SHARD_CAPACITY`] live keys holds before it would grow.
+const INDEX_SWEEP: usize = SHARD_CAPACITY * 2 / 8 * 7;
 
 #[derive(Default)]
 struct Recent {
@@ -62,8 +67,13 @@ struct Recent {
 #[derive(Default)]
 pub(crate) struct RecentMessages {
     hasher: RandomState,
-    recent: Mutex<Recent>,
+    shards: [Shard; SHARDS],
 }
+
+/// Aligned so that no two shards' locks share a cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Recent>);
 
 impl RecentMessages {
     /// Decides whether `envelope`, which its sender calls `client_id`, repeats a message she sent
@@ -73,11 +83,15 @@ impl RecentMessages {
         let Body::Message(message) = &envelope.body else {
             return fresh().0;
         };
-        let key = self.hash_one((sender_key(&envelope.from), client_id));
+        let key = match &envelope.from {
+            // A resend may come from another connection, or for an XMPP sender another resource.
+            Address::Remote(remote) => self.hash_one((Address::Remote(remote.bare()), client_id)),
+            local => self.hash_one((local, client_id)),
+        };
         let content = self.hash_one((&envelope.to, &message.body, &message.thread, &message.subject));
         let now = Instant::now();
         // A poisoned lock only means another thread panicked mid-update; the map is still usable.
-        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut recent = self.shard(key).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         recent.forget_old(now);
         if let Some(entry) = recent.get(key)
             && entry.content == content
@@ -92,6 +106,12 @@ impl RecentMessages {
 
     fn hash_one(&self, value: impl Hash) -> u64 {
         self.hasher.hash_one(value)
+    }
+
+    /// Chosen by bits of the key its shard's index does not look at (it places a key by the low
+    /// bits and tags it with the top seven), so that the keys of one shard still differ there.
+    fn shard(&self, key: u64) -> &Mutex<Recent> {
+        &self.shards[(key >> 32) as usize % SHARDS].0
     }
 }
 
@@ -114,20 +134,12 @@ impl Recent {
     fn forget_old(&mut self, now: Instant) {
         while let Some(oldest) = self.entries.front() {
             let expired = now.duration_since(oldest.at) > WINDOW;
-            if !expired && self.entries.len() < CAPACITY {
+            if !expired && self.entries.len() < SHARD_CAPACITY {
                 break;
             }
             self.entries.pop_front();
             self.first += 1;
         }
-    }
-}
-
-/// A resend may come from another connection, or for an XMPP sender another resource.
-fn sender_key(from: &Address) -> Address {
-    match from {
-        Address::Remote(remote) => Address::Remote(remote.bare()),
-        other => other.clone(),
     }
 }
 
@@ -211,17 +223,22 @@ mod tests {
         assert!(matches!(recent.admit("p", &presence), Admission::New { .. }));
     }
 
+    fn shards(recent: &RecentMessages) -> impl Iterator<Item = std::sync::MutexGuard<'_, Recent>> {
+        recent.shards.iter().map(|shard| shard.0.lock().expect("lock"))
+    }
+
     #[test]
     fn memory_is_bounded_oldest_forgotten_first() {
         let recent = RecentMessages::default();
-        for n in 0..CAPACITY + 10 {
+        // Enough for every shard to have forgotten its first messages.
+        for n in 0..2 * CAPACITY {
             settle(recent.admit(&n.to_string(), &message("alice", "bob", "hi")), Outcome::Delivered);
         }
-        let entries = recent.recent.lock().expect("lock").entries.len();
+        let entries: usize = shards(&recent).map(|shard| shard.entries.len()).sum();
         assert!(entries <= CAPACITY, "{entries} remembered");
         assert!(matches!(recent.admit("0", &message("alice", "bob", "hi")), Admission::New { .. }), "the oldest is forgotten");
         assert!(matches!(
-            recent.admit(&(CAPACITY + 9).to_string(), &message("alice", "bob", "hi")),
+            recent.admit(&(2 * CAPACITY - 1).to_string(), &message("alice", "bob", "hi")),
             Admission::Resend { .. }
         ));
     }
@@ -234,8 +251,9 @@ mod tests {
             let id = if n % 1000 == 0 { "reused".to_owned() } else { n.to_string() };
             settle(recent.admit(&id, &message("alice", "bob", &format!("text {n}"))), Outcome::Delivered);
         }
-        let indexed = recent.recent.lock().expect("lock").index.len();
-        assert!(indexed <= INDEX_SWEEP, "{indexed} keys indexed");
+        for shard in shards(&recent) {
+            assert!(shard.index.len() <= INDEX_SWEEP, "{} keys indexed", shard.index.len());
+        }
         let last_reuse = (3 * CAPACITY - 1) / 1000 * 1000;
         let resend = |text: String| recent.admit("reused", &message("alice", "bob", &text));
         assert!(matches!(resend(format!("text {last_reuse}")), Admission::Resend { .. }), "the latest under a key answers");
