@@ -7,6 +7,7 @@
 //! - `convert`: frames ⇄ canonical envelopes, pure;
 //! - `session`: what one authenticated client connection does with a frame (rate limit, parse,
 //!   submit, answer);
+//! - `replies`: the answers to a connection's frames, in order, held only while some are due;
 //! - `limiter`: the per-user token bucket;
 //! - `counters`: an adapter's frame counters, looked up once.
 
@@ -19,6 +20,7 @@ mod inbound;
 mod json;
 mod limiter;
 mod outbound;
+mod replies;
 mod session;
 
 pub use code::ErrorCode;
@@ -27,4 +29,5 @@ pub use convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
 pub use inbound::{ClientFrame, FrameError, parse_client_frame, parse_auth_frame};
 pub use limiter::RateLimiter;
 pub use outbound::ServerFrame;
+pub use replies::Replies;
 pub use session::{FrameSession, Reply, count_error};

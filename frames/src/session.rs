@@ -1,5 +1,9 @@
 //! What one authenticated client connection does with frames, whatever carries them.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Pending, RouterHandle, Submitted};
 use switchboard_gateway::{Body, Domain, Envelope, MessageId, UserId};
@@ -33,10 +37,19 @@ pub enum Reply {
 }
 
 impl Reply {
-    pub async fn settle(self) -> Option<ServerFrame> {
+    pub async fn settle(mut self) -> Option<ServerFrame> {
+        std::future::poll_fn(|cx| self.poll_answer(cx)).await
+    }
+
+    /// The answer, once the outcome is known; ready at once for [`Reply::Now`]. Once it has
+    /// returned `Ready`, the reply is spent: poll it no more.
+    pub fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Option<ServerFrame>> {
         match self {
-            Self::Now(frame) => frame,
-            Self::Later { id, msg, pending } => outcome_to_answer(pending.await, id, &msg),
+            Self::Now(frame) => Poll::Ready(frame.take()),
+            Self::Later { id, msg, pending } => match Pin::new(pending).poll(cx) {
+                Poll::Ready(outcome) => Poll::Ready(outcome_to_answer(outcome, id.take(), msg)),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }

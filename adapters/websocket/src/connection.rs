@@ -7,13 +7,12 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::future::Either;
 use futures::{FutureExt, SinkExt, StreamExt};
-use switchboard_frames::{ErrorCode, FrameSession, ServerFrame, count_error, parse_auth_frame};
+use switchboard_frames::{ErrorCode, FrameSession, Replies, ServerFrame, count_error, parse_auth_frame};
 use switchboard_gateway::auth::Login;
 use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Delivered, Outbound, RouterError, SessionLease};
 
 use crate::adapter::NAME;
-use crate::replies::Replies;
 use crate::routes::Shared;
 
 /// Close code 1008: policy violation (bad credentials); 1013: try again later (shutdown,
@@ -166,7 +165,7 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
                     match message {
                         // Boxed: routing a frame needs more room than the rest of this loop, and
                     // unboxed every idle connection would keep it.
-                    Some(Ok(Message::Text(text))) => replies.push_back(Box::pin(session.accept(text.as_bytes())).await.settle()),
+                    Some(Ok(Message::Text(text))) => replies.push_back(Box::pin(session.accept(text.as_bytes())).await),
                         Some(Ok(Message::Binary(_))) => {
                             let frame = ServerFrame::error(None, ErrorCode::BadRequest, "frames are JSON text, not binary");
                             if writer.send(session.render(&frame)).await.is_err() { break; }

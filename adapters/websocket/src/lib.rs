@@ -6,7 +6,6 @@
 //! - `listener`: plain TCP or TLS (`http.tls_cert`), handshakes bounded by a timeout;
 //! - `routes`: the HTTP endpoints and the upgrade, including `?token=` authentication;
 //! - `connection`: one WebSocket client's loop (first-frame auth, frames both ways);
-//! - `replies`: the answers to a client's frames, in order, held only while some are due;
 //! - `devices`: `/api/v1/devices`, push-token registration over HTTP.
 
 #![forbid(unsafe_code)]
@@ -16,7 +15,6 @@ mod config;
 mod connection;
 mod devices;
 mod listener;
-mod replies;
 mod routes;
 
 pub use adapter::WebSocketAdapter;

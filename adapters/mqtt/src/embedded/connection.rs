@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
 use rumqttc::mqttbytes::Protocol;
 use rumqttc::{
     ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
-use switchboard_frames::{ClientFrame, ErrorCode, FrameSession, ServerFrame, parse_client_frame};
+use switchboard_frames::{ClientFrame, ErrorCode, FrameSession, Replies, Reply, ServerFrame, parse_client_frame};
 use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Delivered, Outbound, SessionLease};
 use switchboard_gateway::UserId;
@@ -212,12 +209,6 @@ enum End {
     Lost(String),
 }
 
-/// What the client gets back for one PUBLISH once its frame is settled.
-struct Answer {
-    ack: Option<Packet>,
-    frame: Option<ServerFrame>,
-}
-
 struct Client {
     shared: Arc<Shared>,
     session: FrameSession,
@@ -257,7 +248,8 @@ impl Client {
             let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(Duration::from_secs(86_400)));
             tokio::pin!(keep_alive_timer);
             let mut last_packet = tokio::time::Instant::now();
-            let mut answers: FuturesOrdered<BoxFuture<'static, Answer>> = FuturesOrdered::new();
+            // The PUBACK of each PUBLISH, sent with its frame's answer, in order.
+            let mut answers: Replies<Option<PublishAck>> = Replies::default();
             // Created once, not per loop turn: each `cancelled()` future registers with its token.
             let taken_over = taken_over.cancelled_owned();
             tokio::pin!(taken_over);
@@ -293,12 +285,12 @@ impl Client {
                         metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
                         break End::Lost("token expired".into());
                     }
-                    Some(answer) = answers.next(), if !answers.is_empty() => {
-                        if let Some(frame) = answer.frame {
+                    Some((ack, frame)) = answers.next_with(), if !answers.is_empty() => {
+                        if let Some(frame) = frame {
                             self.publish_frame(writer, &frame, None);
                         }
-                        if let Some(ack) = answer.ack {
-                            writer.queue(&ack);
+                        if let Some(ack) = ack {
+                            writer.queue(&ack.packet());
                         }
                     }
                     outbound = lease.outbound.recv(), if window_open => {
@@ -336,7 +328,7 @@ impl Client {
                         // than the rest of this loop, and unboxed every idle connection would keep it.
                         match Box::pin(self.handle(packet, writer, &lease)).await {
                             Step::Continue => {}
-                            Step::Answer(answer) => answers.push_back(answer),
+                            Step::Answer { ack, reply } => answers.push_back_with(ack, reply),
                             Step::End(end) => break end,
                         }
                     }
@@ -441,14 +433,14 @@ impl Client {
         }
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(publish.pkid))),
+            QoS::AtLeastOnce => Some(PublishAck::Ack(publish.pkid)),
             QoS::ExactlyOnce => {
                 if !self.awaiting_release.insert(publish.pkid) {
                     // A resend before PUBREL: already processed once.
                     writer.queue(&Packet::PubRec(PubRec::new(publish.pkid)));
                     return Step::Continue;
                 }
-                Some(Packet::PubRec(PubRec::new(publish.pkid)))
+                Some(PublishAck::Received(publish.pkid))
             }
         };
         let frame_reply = match self.shared.settings.topics.own(&publish.topic, &self.user) {
@@ -475,7 +467,7 @@ impl Client {
                 return answer_now(ack, Some(frame));
             }
         };
-        Step::Answer(Box::pin(async move { Answer { ack, frame: frame_reply.settle().await } }))
+        Step::Answer { ack, reply: frame_reply }
     }
 
     /// Publishes a frame on the user's `in` topic at her subscription's QoS.
@@ -530,10 +522,27 @@ impl Client {
 
 enum Step {
     Continue,
-    Answer(BoxFuture<'static, Answer>),
+    /// What the client gets back for one PUBLISH once its frame is settled.
+    Answer { ack: Option<PublishAck>, reply: Reply },
     End(End),
 }
 
-fn answer_now(ack: Option<Packet>, frame: Option<ServerFrame>) -> Step {
-    Step::Answer(Box::pin(async move { Answer { ack, frame } }))
+/// How a PUBLISH of QoS 1 or 2 is acknowledged once its frame is settled.
+#[derive(Clone, Copy)]
+enum PublishAck {
+    Ack(u16),
+    Received(u16),
+}
+
+impl PublishAck {
+    fn packet(self) -> Packet {
+        match self {
+            Self::Ack(pkid) => Packet::PubAck(PubAck::new(pkid)),
+            Self::Received(pkid) => Packet::PubRec(PubRec::new(pkid)),
+        }
+    }
+}
+
+fn answer_now(ack: Option<PublishAck>, frame: Option<ServerFrame>) -> Step {
+    Step::Answer { ack, reply: Reply::Now(frame) }
 }
