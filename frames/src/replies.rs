@@ -7,8 +7,8 @@ use crate::outbound::ServerFrame;
 use crate::session::Reply;
 
 /// Only the oldest reply is polled: the answers go out in order, so a later one that is settled
-/// first waits anyway, and is found settled when its turn comes. A `FuturesOrdered` polled them
-/// all, at the price of a task (an allocation and its own wake-ups) for every frame.
+/// first waits anyway, and is found settled when its turn comes. A `FuturesOrdered` gave every
+/// frame's answer a task of its own: an allocation, and a wake-up of its own when it settled.
 ///
 /// `T` travels with each reply and comes back with its answer (an MQTT connection's PUBACK).
 pub struct Replies<T = ()>(VecDeque<(T, Reply)>);

@@ -18,7 +18,8 @@ use crate::config::WebSocketSettings;
 use crate::listener::Peer;
 use crate::{connection, devices};
 
-/// Frames written to a socket together, at most (see `upgrade`).
+/// Frames queued on a socket beyond this many bytes are written at once, without waiting for the
+/// connection's flush (see `upgrade`).
 const WRITE_BATCH_BYTES: usize = 4096;
 
 pub(crate) struct Shared {
@@ -81,8 +82,9 @@ async fn upgrade(
         .read_buffer_size(1024)
         // Frames are gathered up to this much before tungstenite writes them, so that those queued
         // together go out in one write at the connection's flush; at 0 each frame was a syscall of
-        // its own. The buffer is not allocated up front: an idle socket keeps only what its largest
-        // batch needed (at most about twice this).
+        // its own. The buffer is not allocated up front: a socket keeps what its largest batch
+        // needed (this much and one frame, rounded up as a `Vec` grows; an idle one, its largest
+        // frame, as at 0).
         .write_buffer_size(WRITE_BATCH_BYTES)
         .max_write_buffer_size(limit * 2)
         // A combinator, not an async block: awaiting a future an async block captured would keep

@@ -3,10 +3,10 @@
 //! PUBLISH). The resend is answered with the first copy's outcome and gateway id, and is not
 //! routed again, so the recipient sees it once.
 //!
-//! Kept in memory, bounded: a resend is recognised within [`WINDOW`] and among about the gateway's
-//! last [`CAPACITY`] messages (the record is split by sender and client id into [`SHARDS`] parts,
-//! each of which forgets its oldest first). A restart of the gateway forgets it (docs/reliability.md says what
-//! that means). Only what the sender names the same way is a resend: the same sender, the same
+//! Kept in memory, bounded: a resend is recognised within [`WINDOW`] and among roughly the
+//! gateway's last [`CAPACITY`] messages (the record is split by sender and client id into
+//! [`SHARDS`] parts, each of which forgets its own oldest first). A restart of the gateway forgets
+//! it (docs/reliability.md says what that means). Only what the sender names the same way is a resend: the same sender, the same
 //! client id and the same recipient and content. The same id with other content is a new message
 //! (clients that number their messages from 1 again after a reinstall lose nothing).
 
@@ -24,7 +24,7 @@ use crate::prehashed::BuildPrehashed;
 
 /// How long a message's outcome is remembered for a resend.
 pub const WINDOW: Duration = Duration::from_secs(600);
-/// At most this many messages are remembered; beyond it the oldest are forgotten first.
+/// At most this many messages are remembered; beyond it each shard forgets its oldest first.
 pub const CAPACITY: usize = 65_536;
 /// Parts of the record, each behind a lock of its own: every sender's connection admits its
 /// messages here, from whichever thread it runs on, and behind one lock they waited for each other.
@@ -48,7 +48,8 @@ struct Entry {
 }
 
 /// A shard's index holds at most this many keys: then those of forgotten entries are swept out.
-/// It is the most a table sized for [`SHARD_CAPACITY`] live keys holds before it would grow.
+/// It is what a table sized for [`SHARD_CAPACITY`] live keys holds; a sweep leaves tombstones that
+/// the table does not count as room, so it may double once (to about 256 KiB) and then stays.
 const INDEX_SWEEP: usize = SHARD_CAPACITY * 2 / 8 * 7;
 
 #[derive(Default)]
@@ -57,8 +58,7 @@ struct Recent {
     entries: VecDeque<Entry>,
     first: u64,
     /// The number of the latest entry under each key. Forgetting an entry leaves its key here:
-    /// removing it at once would mean a lookup in a table of megabytes (a cache miss) on every
-    /// message. A number below `first` is stale; stale keys are swept out together, in one
+    /// removing it at once would mean one more lookup, usually a cache miss, on every message. A number below `first` is stale; stale keys are swept out together, in one
     /// pass over the table, when it reaches [`INDEX_SWEEP`].
     index: HashMap<u64, u64, BuildPrehashed>,
 }
@@ -119,7 +119,9 @@ impl Recent {
     fn get(&self, key: u64) -> Option<&Entry> {
         let number = *self.index.get(&key)?;
         let position = usize::try_from(number.checked_sub(self.first)?).ok()?;
-        self.entries.get(position)
+        // The numbering makes this the key's entry; checked all the same, since the content hash
+        // alone does not name the sender, and another sender's entry must never answer.
+        self.entries.get(position).filter(|entry| entry.key == key)
     }
 
     fn remember(&mut self, entry: Entry) {
@@ -258,7 +260,26 @@ mod tests {
         let resend = |text: String| recent.admit("reused", &message("alice", "bob", &text));
         assert!(matches!(resend(format!("text {last_reuse}")), Admission::Resend { .. }), "the latest under a key answers");
         assert!(matches!(resend(format!("text {}", last_reuse - 1000)), Admission::New { .. }), "an earlier one does not");
-        // An id last used before the latest CAPACITY messages, whose number is now stale.
+        // An id last used long ago, its entry forgotten and its key swept out since.
         assert!(matches!(recent.admit("1", &message("alice", "bob", "text 1")), Admission::New { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_key_whose_entry_was_forgotten_but_not_yet_swept_finds_nothing() {
+        let mut shard = Recent::default();
+        let remember = |shard: &mut Recent, key: u64| {
+            let (_, outcome) = fresh();
+            shard.remember(Entry { key, content: 7, msg: MessageId::generate(), outcome, at: Instant::now() });
+        };
+        remember(&mut shard, 1);
+        assert!(shard.get(1).is_some());
+        for key in 2..=SHARD_CAPACITY as u64 {
+            shard.forget_old(Instant::now());
+            remember(&mut shard, key);
+        }
+        shard.forget_old(Instant::now());
+        assert!(shard.index.contains_key(&1), "not swept yet");
+        assert!(shard.get(1).is_none(), "its number is below the first remembered");
+        assert!(shard.get(SHARD_CAPACITY as u64).is_some());
     }
 }

@@ -248,7 +248,7 @@ impl Client {
             let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(Duration::from_secs(86_400)));
             tokio::pin!(keep_alive_timer);
             let mut last_packet = tokio::time::Instant::now();
-            // The PUBACK of each PUBLISH, sent with its frame's answer, in order.
+            // The PUBACK (or PUBREC) of each PUBLISH, sent with its frame's answer, in order.
             let mut answers: Replies<Option<PublishAck>> = Replies::default();
             // Created once, not per loop turn: each `cancelled()` future registers with its token.
             let taken_over = taken_over.cancelled_owned();
