@@ -39,25 +39,44 @@ pub(crate) fn push_string(out: &mut String, text: &str) {
 fn push_escaped(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let mut plain_from = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        let escape = ESCAPE[usize::from(byte)];
-        if escape == 0 {
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        // Most text needs no escaping: eight bytes are passed over with one test.
+        if let Some(word) = bytes[at..].first_chunk::<8>()
+            && !any_needs_escape(u64::from_ne_bytes(*word))
+        {
+            at += 8;
             continue;
         }
-        // Every byte that needs escaping is ASCII, so `at` is on a character boundary.
-        out.push_str(&text[plain_from..at]);
-        out.push('\\');
-        if escape == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("u00");
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        } else {
-            out.push(char::from(escape));
+        let escape = ESCAPE[usize::from(byte)];
+        if escape != 0 {
+            // Every byte that needs escaping is ASCII, so `at` is on a character boundary.
+            out.push_str(&text[plain_from..at]);
+            out.push('\\');
+            if escape == b'u' {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("u00");
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0xf)]));
+            } else {
+                out.push(char::from(escape));
+            }
+            plain_from = at + 1;
         }
-        plain_from = at + 1;
+        at += 1;
     }
     out.push_str(&text[plain_from..]);
+}
+
+/// Whether any of the eight bytes in `word` is a control character, `"` or `\\` (the bytes
+/// [`ESCAPE`] marks). Each test is exact for "any byte": a borrow only runs on from a byte that
+/// already matched.
+fn any_needs_escape(word: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |value: u64| value.wrapping_sub(ONES) & !value & HIGHS != 0;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
+    below_space || has_zero(word ^ (ONES * u64::from(b'"'))) || has_zero(word ^ (ONES * u64::from(b'\\')))
 }
 
 /// Appends what is formatted into it escaped, so that a value with a `Display` (an address) is
@@ -97,6 +116,25 @@ mod tests {
             assert_eq!(written(text), expected, "for {text:?}");
             let back: String = serde_json::from_str(&written(text)).expect("valid JSON");
             assert_eq!(&back, text);
+        }
+    }
+
+    #[test]
+    fn every_escaped_byte_is_found_wherever_it_falls_in_a_word() {
+        let specials = (0u8..0x20).chain([b'"', b'\\']).map(char::from);
+        // Neighbours that sit next to the specials in value, and multi-byte characters.
+        let fillers = ['a', ' ', '!', '#', '[', ']', '\u{7f}', '\u{e9}', '\u{1F44B}'];
+        for special in specials {
+            for filler in fillers {
+                for len in 1..=19 {
+                    for position in 0..len {
+                        let text: String =
+                            (0..len).map(|at| if at == position { special } else { filler }).collect();
+                        let expected = serde_json::to_string(&text).expect("a string serialises");
+                        assert_eq!(written(&text), expected, "for {text:?}");
+                    }
+                }
+            }
         }
     }
 
