@@ -122,8 +122,10 @@ pub(crate) fn message_json(envelope: &Envelope, message: &MessageBody, domain: &
     push_address(&mut json, &envelope.to, domain);
     json.push_str(r#","body":"#);
     json::push_string(&mut json, &message.body);
-    json.push_str(r#","ts":"#);
-    json::push_string(&mut json, &envelope.ts.to_rfc3339());
+    // The timestamp's digits and punctuation need no escaping.
+    json.push_str(r#","ts":""#);
+    envelope.ts.push_rfc3339(&mut json);
+    json.push('"');
     if let Some(thread) = &message.thread {
         json.push_str(r#","thread":"#);
         json::push_string(&mut json, thread);

@@ -1,5 +1,7 @@
 //! The canonical envelope: what travels between adapters, whatever protocol it came in on.
 
+use std::fmt::Write;
+
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
@@ -22,34 +24,41 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-21T10:00:00.123Z`.
     pub fn to_rfc3339(self) -> String {
+        let mut text = String::with_capacity(24);
+        self.push_rfc3339(&mut text);
+        text
+    }
+
+    /// Appends [`Self::to_rfc3339`]'s text to `text`: every delivered frame carries a timestamp,
+    /// and is written without a string of its own for it.
+    pub fn push_rfc3339(self, text: &mut String) {
         let nanos = i128::from(self.0) * 1_000_000;
         match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-            // Every delivered frame carries one: digits are pushed directly, as `format!` with
-            // seven padded fields cost more than the rest of the frame's rendering.
+            // Digits are pushed directly, as `format!` with seven padded fields cost more than
+            // the rest of the frame's rendering.
             Ok(at) if (0..=9999).contains(&at.year()) => {
-                let mut text = String::with_capacity(24);
-                push_digits(&mut text, at.year().unsigned_abs(), 4);
+                push_digits(text, at.year().unsigned_abs(), 4);
                 text.push('-');
-                push_digits(&mut text, u32::from(u8::from(at.month())), 2);
+                push_digits(text, u32::from(u8::from(at.month())), 2);
                 text.push('-');
-                push_digits(&mut text, u32::from(at.day()), 2);
+                push_digits(text, u32::from(at.day()), 2);
                 text.push('T');
-                push_digits(&mut text, u32::from(at.hour()), 2);
+                push_digits(text, u32::from(at.hour()), 2);
                 text.push(':');
-                push_digits(&mut text, u32::from(at.minute()), 2);
+                push_digits(text, u32::from(at.minute()), 2);
                 text.push(':');
-                push_digits(&mut text, u32::from(at.second()), 2);
+                push_digits(text, u32::from(at.second()), 2);
                 text.push('.');
-                push_digits(&mut text, u32::from(at.millisecond()), 3);
+                push_digits(text, u32::from(at.millisecond()), 3);
                 text.push('Z');
-                text
             }
             Ok(at) => {
                 let (y, mo, d) = (at.year(), u8::from(at.month()), at.day());
                 let (h, mi, s, ms) = (at.hour(), at.minute(), at.second(), at.millisecond());
-                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+                // Writing into a `String` cannot fail.
+                let _ = write!(text, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
             }
-            Err(_) => "1970-01-01T00:00:00.000Z".to_owned(),
+            Err(_) => text.push_str("1970-01-01T00:00:00.000Z"),
         }
     }
 }
