@@ -21,15 +21,16 @@ pub struct UserId(Arc<str>);
 
 impl UserId {
     pub fn parse(text: &str) -> Result<Self, AddressError> {
-        let folded = text.to_ascii_lowercase();
-        let valid = (1..=64).contains(&folded.len())
-            && folded
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
-        if valid {
-            Ok(Self(folded.into()))
+        let valid = (1..=64).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(AddressError::InvalidUser(text.to_owned()));
+        }
+        // Names nearly always arrive folded already; then the shared string is the only copy.
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            Ok(Self(text.to_ascii_lowercase().into()))
         } else {
-            Err(AddressError::InvalidUser(text.to_owned()))
+            Ok(Self(text.into()))
         }
     }
 
@@ -150,11 +151,11 @@ impl Address {
         };
         let (local, domain) = match bare.split_once('@') {
             Some((local, domain)) => (Some(local), domain),
-            None if resource.is_none() && UserId::parse(bare).is_ok() => {
+            None => match UserId::parse(bare) {
                 // A bare local part means a gateway user (CONTRACT §2), even one with a dot.
-                return UserId::parse(bare).map(Self::user);
-            }
-            None => (None, bare),
+                Ok(user) if resource.is_none() => return Ok(Self::user(user)),
+                _ => (None, bare),
+            },
         };
         let domain = domain.to_ascii_lowercase();
         if !is_domain(&domain) {
