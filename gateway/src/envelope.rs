@@ -18,8 +18,13 @@ impl Timestamp {
     }
 
     pub fn at(time: std::time::SystemTime) -> Self {
-        let time = time::OffsetDateTime::from(time);
-        Self((time.unix_timestamp_nanos() / 1_000_000) as i64)
+        // Milliseconds counted from the epoch directly: every envelope is stamped, and a calendar
+        // date is only needed when one is written out.
+        let millis = |since: std::time::Duration| i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+        match time.duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => Self(millis(since)),
+            Err(before) => Self(-millis(before.duration())),
+        }
     }
 
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-21T10:00:00.123Z`.
@@ -274,6 +279,15 @@ mod tests {
             let minted = ulid::Ulid::from_string(envelope.id.as_str()).expect("a ULID").timestamp_ms();
             assert_eq!(i64::try_from(minted).expect("fits"), envelope.ts.0, "{}", envelope.id);
         }
+    }
+
+    #[test]
+    fn timestamps_count_whole_milliseconds_from_the_epoch() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let later = UNIX_EPOCH + Duration::from_nanos(1_795_000_000_123_999_999);
+        assert_eq!(Timestamp::at(later), Timestamp(1_795_000_000_123));
+        assert_eq!(Timestamp::at(UNIX_EPOCH), Timestamp(0));
+        assert_eq!(Timestamp::at(UNIX_EPOCH - Duration::from_micros(1_500)), Timestamp(-1));
     }
 
     #[test]
