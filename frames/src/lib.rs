@@ -27,7 +27,7 @@ pub use code::ErrorCode;
 pub use counters::FrameCounters;
 pub use convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
 pub use inbound::{ClientFrame, FrameError, parse_client_frame, parse_auth_frame};
-pub use limiter::RateLimiter;
+pub use limiter::{RateLimiter, UserBucket};
 pub use outbound::ServerFrame;
 pub use replies::Replies;
 pub use session::{FrameSession, Reply, count_error};

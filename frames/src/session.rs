@@ -12,7 +12,7 @@ use crate::code::ErrorCode;
 use crate::counters::FrameCounters;
 use crate::convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
 use crate::inbound::{FrameError, parse_client_frame};
-use crate::limiter::RateLimiter;
+use crate::limiter::{RateLimiter, UserBucket};
 use crate::outbound::{ServerFrame, message_json};
 
 /// The frame protocol for one logged-in user on one connection.
@@ -20,7 +20,7 @@ pub struct FrameSession {
     user: UserId,
     domain: Domain,
     router: RouterHandle,
-    limiter: RateLimiter,
+    rate: UserBucket,
     max_frame_bytes: usize,
     counters: FrameCounters,
 }
@@ -63,7 +63,8 @@ impl FrameSession {
         counters: FrameCounters,
     ) -> Self {
         let domain = router.settings().domain.clone();
-        Self { user, domain, router, limiter, max_frame_bytes, counters }
+        let rate = limiter.bucket(&user);
+        Self { user, domain, router, rate, max_frame_bytes, counters }
     }
 
     pub fn user(&self) -> &UserId {
@@ -106,7 +107,7 @@ impl FrameSession {
         let type_name = frame.as_ref().map_or("invalid", |f| f.type_name());
         self.counters.frame_in(type_name);
         // Every frame counts against the rate, valid or not.
-        let allowed = self.limiter.allow(&self.user);
+        let allowed = self.rate.allow();
         let frame = frame?;
         let id = frame.id().map(str::to_owned);
         if !allowed {
