@@ -10,13 +10,24 @@ use crate::inbound::{ClientFrame, DeviceFrame, FrameError};
 use crate::outbound::ServerFrame;
 
 /// Turns a frame from authenticated `user` into an envelope, checking every address in it.
-pub fn frame_to_envelope(frame: ClientFrame, user: &UserId, domain: &Domain) -> Result<Envelope, FrameError> {
-    let id = frame.id().map(str::to_owned);
+pub fn frame_to_envelope(mut frame: ClientFrame, user: &UserId, domain: &Domain) -> Result<Envelope, FrameError> {
+    let id = frame.take_id();
+    envelope_from(frame, &id, user, domain)
+}
+
+/// [`frame_to_envelope`] for a frame whose `id` its caller has taken out of it and keeps: errors
+/// carry a copy, and only they.
+pub(crate) fn envelope_from(
+    frame: ClientFrame,
+    id: &Option<String>,
+    user: &UserId,
+    domain: &Domain,
+) -> Result<Envelope, FrameError> {
     let me = Address::user(user.clone());
     if let Some(claimed) = frame.claimed_from() {
         let claimed_self = Address::parse(claimed, domain).is_ok_and(|a| a == me);
         if !claimed_self {
-            return Err(FrameError::new(id, ErrorCode::Forbidden, "`from` must be yourself"));
+            return Err(FrameError::new(id.clone(), ErrorCode::Forbidden, "`from` must be yourself"));
         }
     }
     let address = |to: &str| {
@@ -24,13 +35,13 @@ pub fn frame_to_envelope(frame: ClientFrame, user: &UserId, domain: &Domain) -> 
     };
     let (to, body) = match frame {
         ClientFrame::Message(m) => {
-            plain_text(&id, "body", Some(&m.body))?;
-            plain_text(&id, "thread", m.thread.as_deref())?;
-            plain_text(&id, "subject", m.subject.as_deref())?;
+            plain_text(id, "body", Some(&m.body))?;
+            plain_text(id, "thread", m.thread.as_deref())?;
+            plain_text(id, "subject", m.subject.as_deref())?;
             (address(&m.to)?, Body::Message(MessageBody { body: m.body, thread: m.thread, subject: m.subject, kind: m.kind }))
         }
         ClientFrame::Presence(p) => {
-            plain_text(&id, "status", p.status.as_deref())?;
+            plain_text(id, "status", p.status.as_deref())?;
             (me.clone(), Body::Presence(PresenceBody { show: p.show, status: p.status }))
         }
         ClientFrame::Subscription(s) => (
@@ -39,14 +50,14 @@ pub fn frame_to_envelope(frame: ClientFrame, user: &UserId, domain: &Domain) -> 
         ),
         ClientFrame::Receipt(r) => (
             {
-                plain_text(&id, "of", Some(&r.of))?;
+                plain_text(id, "of", Some(&r.of))?;
                 address(&r.to)?
             },
             Body::Receipt(ReceiptBody { of: MessageId::from_string(r.of), status: r.status }),
         ),
         ClientFrame::ChatState(c) => (address(&c.to)?, Body::ChatState { state: c.state }),
-        ClientFrame::DeviceRegister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Register, &id)?)),
-        ClientFrame::DeviceUnregister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Unregister, &id)?)),
+        ClientFrame::DeviceRegister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Register, id)?)),
+        ClientFrame::DeviceUnregister(d) => (me.clone(), Body::Device(device(d, DeviceAction::Unregister, id)?)),
     };
     Ok(Envelope::new(me, to, body))
 }

@@ -46,6 +46,19 @@ impl ClientFrame {
         }
     }
 
+    /// Moves the client's `id` out of the frame (leaving it empty), for a caller that answers
+    /// with it after the frame has become an envelope.
+    pub fn take_id(&mut self) -> Option<String> {
+        match self {
+            Self::Message(f) => Some(std::mem::take(&mut f.id)),
+            Self::Presence(f) => f.id.take(),
+            Self::Subscription(f) => f.id.take(),
+            Self::Receipt(f) => f.id.take(),
+            Self::ChatState(f) => f.id.take(),
+            Self::DeviceRegister(f) | Self::DeviceUnregister(f) => f.id.take(),
+        }
+    }
+
     /// The `from` the client claimed, if any; it must be the client herself.
     pub fn claimed_from(&self) -> Option<&str> {
         match self {

@@ -10,7 +10,7 @@ use switchboard_gateway::{Body, Domain, Envelope, MessageId, UserId};
 
 use crate::code::ErrorCode;
 use crate::counters::FrameCounters;
-use crate::convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
+use crate::convert::{envelope_from, envelope_to_frame, outcome_to_answer};
 use crate::inbound::{FrameError, parse_client_frame};
 use crate::limiter::{RateLimiter, UserBucket};
 use crate::outbound::{ServerFrame, message_json};
@@ -108,12 +108,12 @@ impl FrameSession {
         self.counters.frame_in(type_name);
         // Every frame counts against the rate, valid or not.
         let allowed = self.rate.allow();
-        let frame = frame?;
-        let id = frame.id().map(str::to_owned);
+        let mut frame = frame?;
+        let id = frame.take_id();
         if !allowed {
             return Err(FrameError::new(id, ErrorCode::RateLimited, "slow down"));
         }
-        let envelope = frame_to_envelope(frame, &self.user, &self.domain)?;
+        let envelope = envelope_from(frame, &id, &self.user, &self.domain)?;
         Ok((id, envelope))
     }
 
