@@ -36,7 +36,7 @@ pub(crate) fn push_string(out: &mut String, text: &str) {
 }
 
 /// Appends `text` escaped for the inside of a JSON string.
-fn push_escaped(out: &mut String, text: &str) {
+pub(crate) fn push_escaped(out: &mut String, text: &str) {
     let bytes = text.as_bytes();
     let mut plain_from = 0;
     let mut at = 0;

@@ -158,11 +158,18 @@ fn ack_json(id: &str, msg: Option<&str>) -> String {
 /// An address as clients see it (`Address::display`), written without an intermediate string.
 fn push_address(json: &mut String, address: &Address, domain: &Domain) {
     json.push('"');
-    // Writing into a `String` cannot fail.
-    let _ = match address {
-        Address::User { user } => write!(json::Escaping(json), "{user}@{}", domain.as_str()),
-        Address::Remote(remote) => write!(json::Escaping(json), "{remote}"),
-    };
+    match address {
+        Address::User { user } => {
+            // A user's name is only `[a-z0-9._-]`, nothing JSON escapes: every frame names two.
+            json.push_str(user.as_str());
+            json.push('@');
+            json::push_escaped(json, domain.as_str());
+        }
+        Address::Remote(remote) => {
+            // Writing into a `String` cannot fail.
+            let _ = write!(json::Escaping(json), "{remote}");
+        }
+    }
     json.push('"');
 }
 
