@@ -4,6 +4,7 @@
 //! flight, and with one live session (the common case) it waits on a single proof without
 //! `join_all` and without a heap allocation of its own.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,6 +60,40 @@ impl Gathering {
     }
 }
 
+/// The deliveries in flight, oldest first; they are settled in that order.
+///
+/// Only the oldest is polled: a later one that is confirmed first waits for its turn anyway, and
+/// is found confirmed when it comes. A `FuturesOrdered` made every delivery a task of its own, an
+/// allocation per message and a wake-up of its own when its proof came.
+#[derive(Default)]
+pub(super) struct InFlight(VecDeque<Awaiting>);
+
+impl InFlight {
+    pub(super) fn push_back(&mut self, awaiting: Awaiting) {
+        self.0.push_back(awaiting);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The oldest delivery, once all its proofs are in; `None` when none is in flight.
+    /// Cancel-safe: a delivery leaves only in the poll that returns it.
+    pub(super) async fn next(&mut self) -> Option<(Delivery, bool)> {
+        std::future::poll_fn(|cx| {
+            let Some(oldest) = self.0.front_mut() else { return Poll::Ready(None) };
+            let settled = ready!(Pin::new(oldest).poll(cx));
+            self.0.pop_front();
+            if self.0.is_empty() {
+                // A mailbox whose user sits idle keeps no room for deliveries.
+                self.0 = VecDeque::new();
+            }
+            Poll::Ready(Some(settled))
+        })
+        .await
+    }
+}
+
 pub(super) struct Awaiting {
     proofs: Proofs,
     delivery: Option<Delivery>,
@@ -81,7 +116,7 @@ impl Future for Awaiting {
         };
         match self.delivery.take() {
             Some(delivery) => Poll::Ready((delivery, delivered)),
-            // Polled again after completion: FuturesOrdered never does.
+            // Polled again after completion: `InFlight` never does.
             None => Poll::Pending,
         }
     }
@@ -92,6 +127,7 @@ mod tests {
     use super::*;
     use crate::address::{Address, UserId};
     use crate::envelope::{Body, ChatState};
+    use crate::outcome::Outcome;
 
     fn delivery() -> (Delivery, crate::router::reply::SharedOutcome) {
         let user = Address::user(UserId::parse("bob").expect("valid"));
@@ -114,6 +150,39 @@ mod tests {
         let _ = first.send(());
         let (_, delivered) = awaiting.await.expect("joins");
         assert!(delivered);
+    }
+
+    #[tokio::test]
+    async fn deliveries_settle_oldest_first_even_when_a_later_one_is_confirmed_first() {
+        let mut inflight = InFlight::default();
+        let mut senders = Vec::new();
+        let mut outcomes = Vec::new();
+        for _ in 0..3 {
+            let (proof, receiver) = oneshot::channel::<()>();
+            let (delivery, outcome) = delivery();
+            inflight.push_back(Awaiting::new(delivery, Proofs::One(receiver)));
+            senders.push(proof);
+            outcomes.push(outcome);
+        }
+        let mut senders = senders.into_iter();
+        let (first, second, third) = (senders.next(), senders.next(), senders.next());
+        let _ = third.map(|proof| proof.send(()));
+        let _ = second.map(|proof| proof.send(()));
+        assert!(
+            futures::FutureExt::now_or_never(inflight.next()).is_none(),
+            "the oldest is not confirmed yet, so nothing is settled"
+        );
+        drop(first);
+        let mut settled = Vec::new();
+        while let Some((delivery, delivered)) = inflight.next().await {
+            let Delivery::Live { reply, .. } = delivery else { panic!("a live delivery") };
+            reply.send(if delivered { Outcome::Delivered } else { Outcome::Stored });
+            settled.push(delivered);
+        }
+        assert_eq!(settled, [false, true, true], "in the order they were handed out");
+        for (outcome, expected) in outcomes.into_iter().zip([Outcome::Stored, Outcome::Delivered, Outcome::Delivered]) {
+            assert_eq!(outcome.await, expected);
+        }
     }
 
     #[tokio::test]

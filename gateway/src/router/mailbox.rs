@@ -6,11 +6,9 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 
-use super::awaiting::{Awaiting, Delivery, Gathering, Proofs};
+use super::awaiting::{Awaiting, Delivery, Gathering, InFlight, Proofs};
 use super::queue;
 use super::reply::Reply;
 use super::session::{Delivered, Outbound, SessionEntry};
@@ -86,7 +84,7 @@ pub(crate) struct Mailbox {
     sessions: Vec<SessionEntry>,
     /// In delivery order, so that envelopes a dying session never confirmed are stored back in the
     /// order they were sent.
-    inflight: FuturesOrdered<Awaiting>,
+    inflight: InFlight,
     /// Length of the offline queue, loaded on first use.
     queue_len: Option<u64>,
     presence: Option<PresenceBody>,
@@ -126,7 +124,7 @@ impl Mailbox {
             router,
             wakes,
             sessions: Vec::new(),
-            inflight: FuturesOrdered::new(),
+            inflight: InFlight::default(),
             queue_len: None,
             presence: None,
             processed: 0,
