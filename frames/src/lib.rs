@@ -9,6 +9,7 @@
 //!   submit, answer);
 //! - `replies`: the answers to a connection's frames, in order, held only while some are due;
 //! - `limiter`: the per-user token bucket;
+//! - `dormant`: a connection's rare events, looked at only once one has happened;
 //! - `counters`: an adapter's frame counters, looked up once.
 
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 mod code;
 mod convert;
 mod counters;
+mod dormant;
 mod inbound;
 mod json;
 mod limiter;
@@ -25,6 +27,7 @@ mod session;
 
 pub use code::ErrorCode;
 pub use counters::FrameCounters;
+pub use dormant::Dormant;
 pub use convert::{envelope_to_frame, frame_to_envelope, outcome_to_answer};
 pub use inbound::{ClientFrame, FrameError, parse_client_frame, parse_auth_frame};
 pub use limiter::{RateLimiter, UserBucket};

@@ -67,7 +67,11 @@ async fn healthz_names_a_configured_peer_that_is_down() {
 
 /// A raw MQTT 3.1.1 CONNECT, so the test controls what the client does (nothing, here).
 fn connect_packet(user: &str, password: &str, keep_alive: u16) -> BytesMut {
-    let mut connect = rumqttc::Connect::new("silent");
+    connect_packet_as("silent", user, password, keep_alive)
+}
+
+fn connect_packet_as(client_id: &str, user: &str, password: &str, keep_alive: u16) -> BytesMut {
+    let mut connect = rumqttc::Connect::new(client_id);
     connect.keep_alive = keep_alive;
     connect.set_login(user, password);
     let mut buffer = BytesMut::new();
@@ -89,6 +93,52 @@ async fn a_client_silent_past_its_keep_alive_is_disconnected() {
     let read = tokio::time::timeout(WAIT, socket.read_to_end(&mut rest)).await.expect("closed in time");
     assert!(read.is_ok() || rest.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(1400), "not before the keep-alive: {:?}", started.elapsed());
+}
+
+/// Connects over a raw socket and reads the CONNACK.
+async fn raw_mqtt(gateway: &Gateway, client_id: &str, keep_alive: u16) -> tokio::net::TcpStream {
+    let mut socket = tokio::net::TcpStream::connect(gateway.mqtt).await.expect("connect");
+    let connect = connect_packet_as(client_id, "alice", &gateway.token("alice"), keep_alive);
+    socket.write_all(&connect).await.expect("write");
+    let mut connack = [0u8; 4];
+    socket.read_exact(&mut connack).await.expect("CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "accepted");
+    socket
+}
+
+#[tokio::test]
+async fn a_client_that_pings_stays_past_its_keep_alive_and_is_dropped_once_silent() {
+    let gateway = Gateway::start().await;
+    let mut socket = raw_mqtt(&gateway, "pinging", 1).await;
+    // Four keep-alive periods and a half of PINGREQs, each answered: the deadline moves on each
+    // time it comes round.
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(4500) {
+        socket.write_all(&[0xc0, 0x00]).await.expect("PINGREQ");
+        let mut pingresp = [0u8; 2];
+        tokio::time::timeout(WAIT, socket.read_exact(&mut pingresp)).await.expect("answered in time").expect("PINGRESP");
+        assert_eq!(pingresp, [0xd0, 0x00]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let silent = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, socket.read_to_end(&mut rest)).await.expect("closed in time");
+    assert!(read.is_ok() || rest.is_empty());
+    assert!(silent.elapsed() >= Duration::from_millis(900), "not before the keep-alive: {:?}", silent.elapsed());
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_client_id_takes_over() {
+    let gateway = Gateway::start().await;
+    let mut first = raw_mqtt(&gateway, "phone", 60).await;
+    let mut second = raw_mqtt(&gateway, "phone", 60).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, first.read_to_end(&mut rest)).await.expect("the first is closed");
+    assert!(read.is_ok() || rest.is_empty());
+    second.write_all(&[0xc0, 0x00]).await.expect("PINGREQ");
+    let mut pingresp = [0u8; 2];
+    tokio::time::timeout(WAIT, second.read_exact(&mut pingresp)).await.expect("answered in time").expect("PINGRESP");
+    assert_eq!(pingresp, [0xd0, 0x00], "the second goes on");
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use rumqttc::mqttbytes::Protocol;
@@ -13,7 +14,7 @@ use rumqttc::{
     ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
-use switchboard_frames::{ClientFrame, ErrorCode, FrameSession, Replies, Reply, ServerFrame, parse_client_frame};
+use switchboard_frames::{ClientFrame, Dormant, ErrorCode, FrameSession, Replies, Reply, ServerFrame, parse_client_frame};
 use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Delivered, Outbound, SessionLease};
 use switchboard_gateway::UserId;
@@ -209,6 +210,15 @@ enum End {
     Lost(String),
 }
 
+/// What woke a connection that is not a packet, a delivery or an answer.
+enum Rare {
+    TakenOver,
+    Kicked,
+    Expired,
+    Shutdown,
+    KeepAlive,
+}
+
 struct Client {
     shared: Arc<Shared>,
     session: FrameSession,
@@ -257,6 +267,8 @@ impl Client {
             tokio::pin!(shutdown);
             let kicked = lease.kicked();
             tokio::pin!(kicked);
+            // The five above are polled only once one of them has woken the connection.
+            let rare = Dormant::default();
             let mut reading = true;
             let mut unflushed_events = 0usize;
             let end = loop {
@@ -274,17 +286,45 @@ impl Client {
                 }
                 unflushed_events += 1;
                 let window_open = self.inflight.len() < self.shared.settings.max_inflight;
+                let watch_keep_alive = reading && keep_alive.is_some();
                 tokio::select! {
                     biased;
-                    () = &mut taken_over => break End::TakenOver,
-                    () = &mut kicked => break End::Lost("slow consumer".into()),
-                    // MQTT 3.1.1 has no way for a server to say why it disconnects: the connection is
-                    // closed, as for a lost one (her Will tells her contacts).
-                    () = &mut expiry => {
-                        tracing::info!(user = %self.user, "mqtt connection closed: its token expired");
-                        metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
-                        break End::Lost("token expired".into());
-                    }
+                    event = std::future::poll_fn(|cx| rare.poll(cx, |cx| {
+                        if taken_over.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Rare::TakenOver);
+                        }
+                        if kicked.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Rare::Kicked);
+                        }
+                        if expiry.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Rare::Expired);
+                        }
+                        if reading && shutdown.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Rare::Shutdown);
+                        }
+                        if watch_keep_alive && keep_alive_timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Rare::KeepAlive);
+                        }
+                        Poll::Pending
+                    })) => match event {
+                        Rare::TakenOver => break End::TakenOver,
+                        Rare::Kicked => break End::Lost("slow consumer".into()),
+                        // MQTT 3.1.1 has no way for a server to say why it disconnects: the connection is
+                        // closed, as for a lost one (her Will tells her contacts).
+                        Rare::Expired => {
+                            tracing::info!(user = %self.user, "mqtt connection closed: its token expired");
+                            metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
+                            break End::Lost("token expired".into());
+                        }
+                        Rare::Shutdown => reading = false,
+                        Rare::KeepAlive => {
+                            let due = last_packet + keep_alive.unwrap_or_default();
+                            if due <= tokio::time::Instant::now() {
+                                break End::Lost("keep-alive expired".into());
+                            }
+                            keep_alive_timer.as_mut().reset(due);
+                        }
+                    },
                     Some((ack, frame)) = answers.next_with(), if !answers.is_empty() => {
                         if let Some(frame) = frame {
                             self.publish_frame(writer, &frame, None);
@@ -305,14 +345,6 @@ impl Client {
                                 None => delivered.into_iter().for_each(Delivered::confirm),
                             }
                         }
-                    }
-                    () = &mut shutdown, if reading => reading = false,
-                    () = &mut keep_alive_timer, if reading && keep_alive.is_some() => {
-                        let due = last_packet + keep_alive.unwrap_or_default();
-                        if due <= tokio::time::Instant::now() {
-                            break End::Lost("keep-alive expired".into());
-                        }
-                        keep_alive_timer.as_mut().reset(due);
                     }
                     packet = reader.next(), if reading => {
                         last_packet = tokio::time::Instant::now();
