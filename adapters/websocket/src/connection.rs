@@ -7,7 +7,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::future::Either;
 use futures::{FutureExt, SinkExt, StreamExt};
-use switchboard_frames::{ErrorCode, FrameSession, Replies, ServerFrame, count_error, parse_auth_frame};
+use switchboard_frames::{Dormant, ErrorCode, FrameSession, Replies, ServerFrame, count_error, parse_auth_frame};
 use switchboard_gateway::auth::Login;
 use switchboard_gateway::metrics::ERRORS;
 use switchboard_gateway::router::{Delivered, Outbound, RouterError, SessionLease};
@@ -115,6 +115,9 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
         let mut reading = true;
         let kicked = lease.kicked();
         tokio::pin!(kicked);
+        // The token's expiry, shutdown and a kick are polled only once one of them has woken
+        // the connection.
+        let rare = Dormant::default();
         // Deliveries queued in the sink but not yet written: confirmed once they are.
         let mut unwritten: Vec<Delivered> = Vec::new();
         let mut unflushed_frames = 0usize;
@@ -134,18 +137,36 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
                         unflushed_frames += 1;
                     }
                 }
-                () = &mut kicked => {
-                    let _ = writer.sink.send(close(CLOSE_TRY_LATER, "too slow")).await;
-                    break;
-                }
-                () = &mut expiry => {
-                    tracing::info!(user = %user, "websocket session closed: its token expired");
-                    count_error(NAME, ErrorCode::Forbidden);
-                    let frame = ServerFrame::error(None, ErrorCode::Forbidden, "the token has expired; reconnect with a new one");
-                    let _ = writer.send(session.render(&frame)).await;
-                    let _ = writer.sink.send(close(CLOSE_POLICY, "token expired")).await;
-                    break;
-                }
+                event = std::future::poll_fn(|cx| rare.poll(cx, |cx| {
+                    if kicked.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Rare::Kicked);
+                    }
+                    if expiry.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Rare::Expired);
+                    }
+                    if reading && shutdown.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Rare::Shutdown);
+                    }
+                    Poll::Pending
+                })) => match event {
+                    Rare::Kicked => {
+                        let _ = writer.sink.send(close(CLOSE_TRY_LATER, "too slow")).await;
+                        break;
+                    }
+                    Rare::Expired => {
+                        tracing::info!(user = %user, "websocket session closed: its token expired");
+                        count_error(NAME, ErrorCode::Forbidden);
+                        let frame = ServerFrame::error(None, ErrorCode::Forbidden, "the token has expired; reconnect with a new one");
+                        let _ = writer.send(session.render(&frame)).await;
+                        let _ = writer.sink.send(close(CLOSE_POLICY, "token expired")).await;
+                        break;
+                    }
+                    Rare::Shutdown => {
+                        // Stop taking new frames; answer those already accepted, then close.
+                        reading = false;
+                        if replies.is_empty() { break; }
+                    }
+                },
                 outbound = lease.outbound.recv() => {
                     let Some(Outbound { envelope, delivered }) = outbound else { break };
                     if let Some(text) = session.render_envelope(&envelope) {
@@ -155,11 +176,6 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
                     } else if let Some(delivered) = delivered {
                         delivered.confirm();
                     }
-                }
-                () = &mut shutdown, if reading => {
-                    // Stop taking new frames; answer those already accepted, then close.
-                    reading = false;
-                    if replies.is_empty() { break; }
                 }
                 message = stream.next(), if reading => {
                     match message {
@@ -194,6 +210,13 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
             }
         }
     }
+}
+
+/// What woke a connection that is not a frame, a delivery or an answer.
+enum Rare {
+    Kicked,
+    Expired,
+    Shutdown,
 }
 
 struct Writer<'a, S> {
