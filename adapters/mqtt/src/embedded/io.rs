@@ -20,16 +20,19 @@ pub(crate) enum IoError {
     WriteTimeout(Duration),
 }
 
-/// A buffer that grew past this for a burst or a large packet is released once it is empty, so
-/// that a connection idling after it costs little again.
+/// The writer's buffer, grown past this for a burst, is released after its flush, so that a
+/// connection idling after it costs little again.
 const KEEP_CAPACITY: usize = 4 * 1024;
+/// Room for each read: packets a client sent together (a window of PUBLISHes, their PUBACKs)
+/// arrive in one read rather than one or two reads per packet.
+const READ_AHEAD: usize = 4 * 1024;
 /// At most this much is reserved ahead of a packet's bytes: a client announcing a large packet
 /// and sending nothing more must not make the endpoint hold that much for it.
 const RESERVE_AHEAD: usize = 16 * 1024;
 
-/// Reading starts with an empty buffer (the first read takes what fits in the few bytes it
-/// reserves, then exactly what the packet announces), so an idle client costs only what its
-/// last packet needed.
+/// Each read takes what the socket holds, up to [`READ_AHEAD`] (or what the packet being read
+/// announces, up to [`RESERVE_AHEAD`]). The buffer is released whenever every packet in it has
+/// been read, so an idle client costs nothing for it.
 pub(crate) struct PacketReader<R> {
     half: R,
     buffer: BytesMut,
@@ -46,13 +49,14 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
         loop {
             match Packet::read(&mut self.buffer, self.max_packet) {
                 Ok(packet) => {
-                    if self.buffer.is_empty() && self.buffer.capacity() > KEEP_CAPACITY {
+                    if self.buffer.is_empty() {
                         self.buffer = BytesMut::new();
                     }
                     return Ok(packet);
                 }
-                // Read the rest of the packet in one go rather than in small steps.
-                Err(CodecError::InsufficientBytes(missing)) => self.buffer.reserve(missing.min(RESERVE_AHEAD)),
+                Err(CodecError::InsufficientBytes(missing)) => {
+                    self.buffer.reserve(missing.clamp(READ_AHEAD, RESERVE_AHEAD));
+                }
                 Err(error) => return Err(IoError::Malformed(error)),
             }
             if self.half.read_buf(&mut self.buffer).await? == 0 {
@@ -136,5 +140,46 @@ impl<W: AsyncWrite + Unpin> PacketWriter<W> {
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.half.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use rumqttc::mqttbytes::v4::PubAck;
+    use tokio::io::ReadBuf;
+
+    use super::*;
+
+    /// Counts the reads that reach the socket.
+    struct Counting<R> {
+        inner: R,
+        reads: usize,
+    }
+
+    impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            self.reads += 1;
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    #[tokio::test]
+    async fn packets_sent_together_are_read_together_and_the_buffer_is_then_released() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut sent = BytesMut::new();
+        for pkid in 1..=200u16 {
+            Packet::PubAck(PubAck::new(pkid)).write(&mut sent, usize::MAX).expect("encodes");
+        }
+        client.write_all(&sent).await.expect("written");
+        let mut reader = PacketReader::new(Counting { inner: server, reads: 0 }, 1024);
+        for pkid in 1..=200u16 {
+            assert!(matches!(reader.next().await, Ok(Packet::PubAck(ack)) if ack.pkid == pkid));
+        }
+        // 800 bytes: one read (with the first few bytes' read, at most two), not one per packet.
+        assert!(reader.half.reads <= 2, "{} reads for 200 packets", reader.half.reads);
+        assert_eq!(reader.buffer.capacity(), 0, "an idle client keeps no read buffer");
     }
 }
