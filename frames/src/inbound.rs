@@ -195,8 +195,10 @@ pub fn parse_client_frame(payload: &[u8], max_bytes: usize) -> Result<ClientFram
     // Most frames are well-formed messages: read those in one pass. Anything else, or anything
     // this pass refuses (duplicate keys, a missing field, another type), goes the careful way
     // below, which finds the same frame or the precise error.
+    // The text is checked as UTF-8 once, here, rather than string by string as `from_slice` does.
     if payload.len() <= max_bytes
-        && let Ok(TaggedMessage { id, to, body, thread, subject, kind, from, .. }) = serde_json::from_slice(payload)
+        && let Ok(text) = std::str::from_utf8(payload)
+        && let Ok(TaggedMessage { id, to, body, thread, subject, kind, from, .. }) = serde_json::from_str(text)
         && !id.is_empty()
     {
         return Ok(ClientFrame::Message(MessageFrame { id, to, body, thread, subject, kind, from }));
@@ -361,6 +363,15 @@ mod tests {
             let frame = parse_client_frame(payload.as_bytes(), MAX).expect(payload);
             assert_eq!(frame.type_name(), name);
         }
+    }
+
+    #[test]
+    fn a_message_whose_text_is_not_utf8_is_malformed() {
+        let mut payload = br#"{"type":"message","id":"u1","to":"bob","body":""#.to_vec();
+        payload.extend_from_slice(b"caf\xe9\"}");
+        let e = parse_client_frame(&payload, 65_536).expect_err("refused");
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.text.contains("malformed JSON"), "{}", e.text);
     }
 
     #[test]
