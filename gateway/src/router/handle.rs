@@ -78,26 +78,58 @@ impl RouterHandle {
     /// outcome instead of being routed again (see `resends`). Like `submit`, the returned future
     /// holds the command only.
     pub fn submit_message(&self, client_id: &str, envelope: Envelope) -> impl Future<Output = Submitted> + Send + '_ {
-        let (msg, outcome, command, resent) = match self.recent.admit(client_id, &envelope) {
+        let admitted = self.admit_message(client_id, envelope);
+        self.enqueue(admitted)
+    }
+
+    /// Like [`Self::submit_message`], done at once when the router's queue has room (nearly
+    /// always); only when it has none does a future come back, to be awaited for it. A connection
+    /// then needs no room of its own for the wait, which `submit_message`'s future takes.
+    #[allow(clippy::result_large_err)]
+    pub fn submit_message_now(
+        &self,
+        client_id: &str,
+        envelope: Envelope,
+    ) -> Result<Submitted, impl Future<Output = Submitted> + Send + '_> {
+        let mut admitted = self.admit_message(client_id, envelope);
+        match admitted.command.take().map(|command| self.commands.try_send(command)) {
+            Some(Err(mpsc::error::TrySendError::Full(command))) => {
+                admitted.command = Some(command);
+                Err(self.enqueue(admitted))
+            }
+            Some(Err(mpsc::error::TrySendError::Closed(_))) => {
+                // The reply is dropped with the command: the shared outcome says retry.
+                tracing::debug!(msg = %admitted.msg, "router stopped before the message was routed");
+                Ok(admitted.submitted())
+            }
+            Some(Ok(())) | None => Ok(admitted.submitted()),
+        }
+    }
+
+    fn admit_message(&self, client_id: &str, envelope: Envelope) -> Admitted {
+        match self.recent.admit(client_id, &envelope) {
             Admission::Resend { msg, outcome } => {
                 tracing::debug!(msg = %msg, client_id, "resend of a message already routed");
                 ::metrics::counter!(metrics::RESENDS).increment(1);
-                (msg, outcome, None, Some(envelope))
+                Admitted { msg, outcome, command: None, resent: Some(envelope) }
             }
             Admission::New { outcome, reply } => {
                 let msg = envelope.id.clone();
-                (msg, outcome, Some(Command::Submit { envelope: Arc::new(envelope), reply }), None)
+                let command = Command::Submit { envelope: Arc::new(envelope), reply };
+                Admitted { msg, outcome, command: Some(command), resent: None }
             }
-        };
-        async move {
-            if let Some(command) = command
-                && self.commands.send(command).await.is_err()
-            {
-                // The reply is dropped with the command: the shared outcome says retry.
-                tracing::debug!(msg = %msg, "router stopped before the message was routed");
-            }
-            Submitted { msg, pending: Pending(outcome), resent }
         }
+    }
+
+    /// Waits for room in the router's queue for an admitted message's command, if it has one.
+    async fn enqueue(&self, mut admitted: Admitted) -> Submitted {
+        if let Some(command) = admitted.command.take()
+            && self.commands.send(command).await.is_err()
+        {
+            // The reply is dropped with the command: the shared outcome says retry.
+            tracing::debug!(msg = %admitted.msg, "router stopped before the message was routed");
+        }
+        admitted.submitted()
     }
 
     /// Registers a live connection of `user`, recording her as known. The session receives
@@ -158,6 +190,20 @@ impl Future for Pending {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// A message the resend record has seen, with the command that routes it unless it is a resend.
+struct Admitted {
+    msg: MessageId,
+    outcome: SharedOutcome,
+    command: Option<Command>,
+    resent: Option<Envelope>,
+}
+
+impl Admitted {
+    fn submitted(self) -> Submitted {
+        Submitted { msg: self.msg, pending: Pending(self.outcome), resent: self.resent }
     }
 }
 

@@ -229,3 +229,46 @@ async fn with_the_router_gone_a_submission_is_to_be_retried() {
     let outcome = submitted.pending.await;
     assert!(matches!(outcome, Outcome::Retryable(_)), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn a_message_submitted_while_the_routers_queue_is_full_waits_and_keeps_its_place() {
+    const COUNT: usize = 5_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqlStore::open_embedded(dir.path()).await.expect("store");
+    // Room enough behind the router that only its own queue (4,096 commands) fills up.
+    let mut settings = RouterSettings::new(Domain::new("localhost"));
+    settings.mailbox_capacity = 2 * COUNT;
+    settings.session_capacity = 2 * COUNT;
+    let router = spawn(Arc::new(store), settings, &TaskTracker::new()).await.expect("router");
+    let mut bob = router.open_session(user("bob"), "test").await.expect("bob");
+    bob.set_deliverable().await;
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < COUNT {
+            let outbound = bob.outbound.recv().await.expect("frame");
+            seen.push(text_of(&outbound));
+            if let Some(proof) = outbound.delivered {
+                proof.confirm();
+            }
+        }
+        seen
+    });
+    // On this test's single thread the router runs only when the loop waits: the queue fills.
+    let (mut waited, mut pending) = (0, Vec::new());
+    for i in 0..COUNT {
+        let submitted = match router.submit_message_now(&format!("c{i}"), chat("alice", "bob", &format!("m{i}"))) {
+            Ok(submitted) => submitted,
+            Err(waiting) => {
+                waited += 1;
+                waiting.await
+            }
+        };
+        pending.push(submitted.pending);
+    }
+    assert!(waited > 0, "the router's queue never filled up");
+    let seen = reader.await.expect("joins");
+    assert_eq!(seen, (0..COUNT).map(|i| format!("m{i}")).collect::<Vec<_>>(), "in the order submitted");
+    for outcome in pending {
+        assert_eq!(outcome.await, Outcome::Delivered);
+    }
+}
