@@ -78,25 +78,38 @@ impl FrameSession {
 
     /// Reads one frame and hands it to the router. Frames accepted one after another are routed
     /// in that order; their replies may be awaited concurrently.
-    ///
-    /// Everything but the wait for room in the router's queue is done before the first await:
-    /// a connection task is as large as its largest await, and this one is in every connection.
     pub async fn accept(&self, payload: &[u8]) -> Reply {
+        match self.accept_now(payload) {
+            Ok(reply) => reply,
+            Err(waiting) => waiting.await,
+        }
+    }
+
+    /// Like [`Self::accept`], answered at once when the router's queue has room for a message
+    /// (nearly always). Otherwise, and for frames other than messages, the rest comes back as a
+    /// boxed future to await before the next frame is accepted: a connection task is as large as
+    /// its largest await, and this one is in every connection.
+    #[allow(clippy::type_complexity)]
+    pub fn accept_now(&self, payload: &[u8]) -> Result<Reply, Pin<Box<dyn Future<Output = Reply> + Send + '_>>> {
         let (id, envelope) = match self.admit(payload) {
             Ok(admitted) => admitted,
-            Err(error) => return self.refuse(error),
+            Err(error) => return Ok(self.refuse(error)),
         };
         match id.as_deref() {
             // A message she resends because no `ack` reached her is answered, not routed twice.
             Some(client_id) if matches!(envelope.body, Body::Message(_)) => {
-                let submitting = self.router.submit_message(client_id, envelope);
-                let Submitted { msg, pending, .. } = submitting.await;
-                Reply::Later { id, msg, pending }
+                match self.router.submit_message_now(client_id, envelope) {
+                    Ok(Submitted { msg, pending, .. }) => Ok(Reply::Later { id, msg, pending }),
+                    Err(waiting) => Err(Box::pin(async move {
+                        let Submitted { msg, pending, .. } = waiting.await;
+                        Reply::Later { id, msg, pending }
+                    })),
+                }
             }
             _ => {
                 let msg = envelope.id.clone();
                 let submitting = self.router.submit(envelope);
-                Reply::Later { pending: submitting.await, id, msg }
+                Err(Box::pin(async move { Reply::Later { pending: submitting.await, id, msg } }))
             }
         }
     }

@@ -179,9 +179,12 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
                 }
                 message = stream.next(), if reading => {
                     match message {
-                        // Boxed: routing a frame needs more room than the rest of this loop, and
-                    // unboxed every idle connection would keep it.
-                    Some(Ok(Message::Text(text))) => replies.push_back(Box::pin(session.accept(text.as_bytes())).await),
+                        // Only a frame that must wait for the router comes back as a (boxed) wait:
+                        // unboxed, every idle connection would keep room for it.
+                        Some(Ok(Message::Text(text))) => match session.accept_now(text.as_bytes()) {
+                            Ok(reply) => replies.push_back(reply),
+                            Err(waiting) => replies.push_back(waiting.await),
+                        },
                         Some(Ok(Message::Binary(_))) => {
                             let frame = ServerFrame::error(None, ErrorCode::BadRequest, "frames are JSON text, not binary");
                             if writer.send(session.render(&frame)).await.is_err() { break; }

@@ -356,9 +356,18 @@ impl Client {
                             }
                             Err(error) => break End::Lost(error.to_string()),
                         };
-                        // Boxed: handling a packet (routing a PUBLISH, flushing a SUBACK) needs more room
-                        // than the rest of this loop, and unboxed every idle connection would keep it.
-                        match Box::pin(self.handle(packet, writer, &lease)).await {
+                        let step = match packet {
+                            // The packet of every delivery, handled without a wait: not boxed.
+                            Packet::PubAck(ack) => {
+                                self.on_puback(&ack);
+                                Step::Continue
+                            }
+                            // Boxed: handling a packet (routing a PUBLISH, flushing a SUBACK) needs
+                            // more room than the rest of this loop, and unboxed every idle
+                            // connection would keep it.
+                            packet => Box::pin(self.handle(packet, writer, &lease)).await,
+                        };
+                        match step {
                             Step::Continue => {}
                             Step::Answer { ack, reply } => answers.push_back_with(ack, reply),
                             Step::End(end) => break end,
@@ -396,11 +405,7 @@ impl Client {
     async fn handle<W: AsyncWrite + Unpin>(&mut self, packet: Packet, writer: &mut PacketWriter<W>, lease: &SessionLease) -> Step {
         match packet {
             Packet::Publish(publish) => return self.on_publish(publish, writer).await,
-            Packet::PubAck(ack) => {
-                if let Some(Some(delivered)) = self.inflight.remove(&ack.pkid) {
-                    delivered.confirm();
-                }
-            }
+            Packet::PubAck(ack) => self.on_puback(&ack),
             Packet::PubRel(release) => {
                 self.awaiting_release.remove(&release.pkid);
                 writer.queue(&Packet::PubComp(PubComp::new(release.pkid)));
@@ -454,6 +459,12 @@ impl Client {
             }
         }
         Step::Continue
+    }
+
+    fn on_puback(&mut self, ack: &PubAck) {
+        if let Some(Some(delivered)) = self.inflight.remove(&ack.pkid) {
+            delivered.confirm();
+        }
     }
 
     async fn on_publish<W: AsyncWrite + Unpin>(&mut self, publish: Publish, writer: &mut PacketWriter<W>) -> Step {
