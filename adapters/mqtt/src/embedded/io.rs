@@ -23,25 +23,31 @@ pub(crate) enum IoError {
 /// The writer's buffer, grown past this for a burst, is released after its flush, so that a
 /// connection idling after it costs little again.
 const KEEP_CAPACITY: usize = 4 * 1024;
-/// Room for each read: packets a client sent together (a window of PUBLISHes, their PUBACKs)
-/// arrive in one read rather than one or two reads per packet.
+/// Room for a read while part of a packet is in: the rest, and the packets a client sent with it
+/// (a window of PUBLISHes, their PUBACKs), arrive in one read rather than one or two per packet.
 const READ_AHEAD: usize = 4 * 1024;
+/// Room for a read into an empty buffer, which is what an idle connection waits on: enough for a
+/// fixed header and a few small packets, so that idling costs little.
+const FIRST_READ: usize = 64;
 /// At most this much is reserved ahead of a packet's bytes: a client announcing a large packet
 /// and sending nothing more must not make the endpoint hold that much for it.
 const RESERVE_AHEAD: usize = 16 * 1024;
 
-/// Each read takes what the socket holds, up to [`READ_AHEAD`] (or what the packet being read
-/// announces, up to [`RESERVE_AHEAD`]). The buffer is released whenever every packet in it has
-/// been read, so an idle client costs nothing for it.
+/// A read into an empty buffer takes up to [`FIRST_READ`] bytes, unless the read before it filled
+/// its room; otherwise each read takes what the socket holds, up to [`READ_AHEAD`] (or what the
+/// packet announces, up to [`RESERVE_AHEAD`]). The buffer is released whenever every packet in
+/// it has been read, so an idle client waits with a few bytes only.
 pub(crate) struct PacketReader<R> {
     half: R,
     buffer: BytesMut,
     max_packet: usize,
+    /// The last read filled all the room it had: more is likely waiting in the socket.
+    busy: bool,
 }
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
     pub fn new(half: R, max_packet: usize) -> Self {
-        Self { half, buffer: BytesMut::new(), max_packet }
+        Self { half, buffer: BytesMut::new(), max_packet, busy: false }
     }
 
     /// Cancel-safe: a partly received packet stays in the buffer.
@@ -55,13 +61,17 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                     return Ok(packet);
                 }
                 Err(CodecError::InsufficientBytes(missing)) => {
-                    self.buffer.reserve(missing.clamp(READ_AHEAD, RESERVE_AHEAD));
+                    let ahead = if self.busy || !self.buffer.is_empty() { READ_AHEAD } else { FIRST_READ };
+                    self.buffer.reserve(missing.clamp(ahead, RESERVE_AHEAD));
                 }
                 Err(error) => return Err(IoError::Malformed(error)),
             }
-            if self.half.read_buf(&mut self.buffer).await? == 0 {
+            let room = self.buffer.capacity() - self.buffer.len();
+            let read = self.half.read_buf(&mut self.buffer).await?;
+            if read == 0 {
                 return Err(IoError::Closed);
             }
+            self.busy = read >= room;
         }
     }
 
@@ -178,8 +188,10 @@ mod tests {
         for pkid in 1..=200u16 {
             assert!(matches!(reader.next().await, Ok(Packet::PubAck(ack)) if ack.pkid == pkid));
         }
-        // 800 bytes: one read (with the first few bytes' read, at most two), not one per packet.
+        // 800 bytes: a first small read, then the rest in one, not one per packet.
         assert!(reader.half.reads <= 2, "{} reads for 200 packets", reader.half.reads);
-        assert_eq!(reader.buffer.capacity(), 0, "an idle client keeps no read buffer");
+        assert_eq!(reader.buffer.capacity(), 0, "nothing is kept once every packet is read");
+        assert!(futures::FutureExt::now_or_never(reader.next()).is_none(), "nothing more was sent");
+        assert!(reader.buffer.capacity() < 256, "an idle client waits with {} bytes", reader.buffer.capacity());
     }
 }
