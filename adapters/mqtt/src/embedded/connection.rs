@@ -99,6 +99,11 @@ where
     };
     // The CONNECT stays for its keep-alive and Will; the token in it is not kept that long.
     connect.login = None;
+    // The Will's message is a slice of the read buffer, which it would keep whole (a read's
+    // room, kilobytes) for the connection's life: it keeps a copy of its own bytes instead.
+    if let Some(will) = &mut connect.last_will {
+        will.message = bytes::Bytes::copy_from_slice(&will.message);
+    }
     if connect.client_id.is_empty() && !connect.clean_session {
         writer.queue(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadClientId, false)));
         return None;
@@ -210,11 +215,8 @@ enum End {
     Lost(String),
 }
 
-/// What woke a connection that is not a packet, a delivery or an answer.
-enum Rare {
-    TakenOver,
-    Kicked,
-    Expired,
+/// The rare events looked at after deliveries.
+enum Later {
     Shutdown,
     KeepAlive,
 }
@@ -267,8 +269,11 @@ impl Client {
             tokio::pin!(shutdown);
             let kicked = lease.kicked();
             tokio::pin!(kicked);
-            // The five above are polled only once one of them has woken the connection.
-            let rare = Dormant::default();
+            // The five above are polled only once one of them has woken the connection: those that
+            // end it at once first, shutdown and the keep-alive after deliveries, as they were
+            // (the keep-alive must not outrank a delivery that is keeping the reader from a PINGREQ).
+            let urgent = Dormant::default();
+            let later = Dormant::default();
             let mut reading = true;
             let mut unflushed_events = 0usize;
             let end = loop {
@@ -289,42 +294,21 @@ impl Client {
                 let watch_keep_alive = reading && keep_alive.is_some();
                 tokio::select! {
                     biased;
-                    event = std::future::poll_fn(|cx| rare.poll(cx, |cx| {
+                    event = std::future::poll_fn(|cx| urgent.poll(cx, |cx| {
                         if taken_over.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Rare::TakenOver);
+                            return Poll::Ready(End::TakenOver);
                         }
                         if kicked.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Rare::Kicked);
+                            return Poll::Ready(End::Lost("slow consumer".into()));
                         }
-                        if expiry.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Rare::Expired);
-                        }
-                        if reading && shutdown.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Rare::Shutdown);
-                        }
-                        if watch_keep_alive && keep_alive_timer.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Rare::KeepAlive);
-                        }
-                        Poll::Pending
-                    })) => match event {
-                        Rare::TakenOver => break End::TakenOver,
-                        Rare::Kicked => break End::Lost("slow consumer".into()),
-                        // MQTT 3.1.1 has no way for a server to say why it disconnects: the connection is
-                        // closed, as for a lost one (her Will tells her contacts).
-                        Rare::Expired => {
+                        // MQTT 3.1.1 has no way for a server to say why it disconnects: the
+                        // connection is closed, as for a lost one (her Will tells her contacts).
+                        expiry.as_mut().poll(cx).map(|()| {
                             tracing::info!(user = %self.user, "mqtt connection closed: its token expired");
                             metrics::counter!(ERRORS, "adapter" => NAME, "code" => "forbidden").increment(1);
-                            break End::Lost("token expired".into());
-                        }
-                        Rare::Shutdown => reading = false,
-                        Rare::KeepAlive => {
-                            let due = last_packet + keep_alive.unwrap_or_default();
-                            if due <= tokio::time::Instant::now() {
-                                break End::Lost("keep-alive expired".into());
-                            }
-                            keep_alive_timer.as_mut().reset(due);
-                        }
-                    },
+                            End::Lost("token expired".into())
+                        })
+                    })) => break event,
                     Some((ack, frame)) = answers.next_with(), if !answers.is_empty() => {
                         if let Some(frame) = frame {
                             self.publish_frame(writer, &frame, None);
@@ -346,6 +330,24 @@ impl Client {
                             }
                         }
                     }
+                    event = std::future::poll_fn(|cx| later.poll(cx, |cx| {
+                        if reading && shutdown.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Later::Shutdown);
+                        }
+                        if watch_keep_alive && keep_alive_timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Later::KeepAlive);
+                        }
+                        Poll::Pending
+                    })) => match event {
+                        Later::Shutdown => reading = false,
+                        Later::KeepAlive => {
+                            let due = last_packet + keep_alive.unwrap_or_default();
+                            if due <= tokio::time::Instant::now() {
+                                break End::Lost("keep-alive expired".into());
+                            }
+                            keep_alive_timer.as_mut().reset(due);
+                        }
+                    },
                     packet = reader.next(), if reading => {
                         last_packet = tokio::time::Instant::now();
                         let packet = match packet {
