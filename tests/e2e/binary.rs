@@ -147,6 +147,18 @@ async fn a_port_already_taken_is_named_by_its_key() {
 }
 
 #[tokio::test]
+async fn sigterm_closes_websocket_sessions_with_try_again_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, token, _) = output(switchboard(dir.path()).args(["token", "alice"])).await;
+    let gateway = Process::start(dir.path()).await;
+    let mut alice = WsClient::connect(gateway.http, token.trim()).await;
+    let pid = gateway.child.id().expect("running").to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
+    assert_eq!(alice.close_code().await, Some(1013), "told to come back later, not just cut off");
+    assert!(gateway.terminate().await.success());
+}
+
+#[tokio::test]
 async fn sigterm_drains_in_flight_messages_and_loses_none_that_were_acked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, alice_token, _) = output(switchboard(dir.path()).args(["token", "alice"])).await;

@@ -452,6 +452,19 @@ impl WsClient {
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
     }
+
+    /// The code of the close frame the server ends with, skipping frames before it; `None` when
+    /// the socket ends without one.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next()).await.expect("the end in time");
+            match message {
+                Some(Ok(WsMessage::Close(frame))) => return frame.map(|frame| u16::from(frame.code)),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
 }
 
 /// A test key or certificate of push-fakes/fixtures (README there): `ca.pem` signed `server.pem`

@@ -115,9 +115,10 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
         let mut reading = true;
         let kicked = lease.kicked();
         tokio::pin!(kicked);
-        // The token's expiry, shutdown and a kick are polled only once one of them has woken
-        // the connection.
-        let rare = Dormant::default();
+        // The token's expiry, a kick and shutdown are polled only once one of them has woken the
+        // connection: shutdown after deliveries, as it was.
+        let urgent = Dormant::default();
+        let later = Dormant::default();
         // Deliveries queued in the sink but not yet written: confirmed once they are.
         let mut unwritten: Vec<Delivered> = Vec::new();
         let mut unflushed_frames = 0usize;
@@ -137,34 +138,23 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
                         unflushed_frames += 1;
                     }
                 }
-                event = std::future::poll_fn(|cx| rare.poll(cx, |cx| {
+                event = std::future::poll_fn(|cx| urgent.poll(cx, |cx| {
                     if kicked.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Rare::Kicked);
+                        return Poll::Ready(Urgent::Kicked);
                     }
-                    if expiry.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Rare::Expired);
-                    }
-                    if reading && shutdown.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Rare::Shutdown);
-                    }
-                    Poll::Pending
+                    expiry.as_mut().poll(cx).map(|()| Urgent::Expired)
                 })) => match event {
-                    Rare::Kicked => {
+                    Urgent::Kicked => {
                         let _ = writer.sink.send(close(CLOSE_TRY_LATER, "too slow")).await;
                         break;
                     }
-                    Rare::Expired => {
+                    Urgent::Expired => {
                         tracing::info!(user = %user, "websocket session closed: its token expired");
                         count_error(NAME, ErrorCode::Forbidden);
                         let frame = ServerFrame::error(None, ErrorCode::Forbidden, "the token has expired; reconnect with a new one");
                         let _ = writer.send(session.render(&frame)).await;
                         let _ = writer.sink.send(close(CLOSE_POLICY, "token expired")).await;
                         break;
-                    }
-                    Rare::Shutdown => {
-                        // Stop taking new frames; answer those already accepted, then close.
-                        reading = false;
-                        if replies.is_empty() { break; }
                     }
                 },
                 outbound = lease.outbound.recv() => {
@@ -176,6 +166,11 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
                     } else if let Some(delivered) = delivered {
                         delivered.confirm();
                     }
+                }
+                () = std::future::poll_fn(|cx| later.poll(cx, |cx| if reading { shutdown.as_mut().poll(cx) } else { Poll::Pending })) => {
+                    // Stop taking new frames; answer those already accepted, write what is queued
+                    // and close (below, once no answer is due).
+                    reading = false;
                 }
                 message = stream.next(), if reading => {
                     match message {
@@ -215,11 +210,10 @@ fn relay(opened: Opened) -> impl Future<Output = ()> + Send {
     }
 }
 
-/// What woke a connection that is not a frame, a delivery or an answer.
-enum Rare {
+/// The rare events that end a connection at once.
+enum Urgent {
     Kicked,
     Expired,
-    Shutdown,
 }
 
 struct Writer<'a, S> {
