@@ -151,11 +151,12 @@ impl Address {
         };
         let (local, domain) = match bare.split_once('@') {
             Some((local, domain)) => (Some(local), domain),
-            None => match UserId::parse(bare) {
+            None if resource.is_none() => match UserId::parse(bare) {
                 // A bare local part means a gateway user (CONTRACT §2), even one with a dot.
-                Ok(user) if resource.is_none() => return Ok(Self::user(user)),
-                _ => (None, bare),
+                Ok(user) => return Ok(Self::user(user)),
+                Err(_) => (None, bare),
             },
+            None => (None, bare),
         };
         let domain = domain.to_ascii_lowercase();
         if !is_domain(&domain) {

@@ -68,6 +68,9 @@ impl Gathering {
 #[derive(Default)]
 pub(super) struct InFlight(VecDeque<Awaiting>);
 
+/// Places for deliveries in flight that a mailbox keeps once they are settled.
+const KEEP_ROOM: usize = 8;
+
 impl InFlight {
     pub(super) fn push_back(&mut self, awaiting: Awaiting) {
         self.0.push_back(awaiting);
@@ -84,8 +87,9 @@ impl InFlight {
             let Some(oldest) = self.0.front_mut() else { return Poll::Ready(None) };
             let settled = ready!(Pin::new(oldest).poll(cx));
             self.0.pop_front();
-            if self.0.is_empty() {
-                // A mailbox whose user sits idle keeps no room for deliveries.
+            if self.0.is_empty() && self.0.capacity() > KEEP_ROOM {
+                // A burst's room goes when it is over; a few places stay, so that one message at
+                // a time does not allocate and free them each time.
                 self.0 = VecDeque::new();
             }
             Poll::Ready(Some(settled))

@@ -228,6 +228,11 @@ async fn with_the_router_gone_a_submission_is_to_be_retried() {
     let submitted = router.submit_message("c1", chat("alice", "bob", "hi")).await;
     let outcome = submitted.pending.await;
     assert!(matches!(outcome, Outcome::Retryable(_)), "{outcome:?}");
+    let Ok(submitted) = router.submit_message_now("c2", chat("alice", "bob", "hi")) else {
+        panic!("a closed queue is not a full one: nothing to wait for");
+    };
+    let outcome = submitted.pending.await;
+    assert!(matches!(outcome, Outcome::Retryable(_)), "{outcome:?}");
 }
 
 #[tokio::test]

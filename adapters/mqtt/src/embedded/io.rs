@@ -36,7 +36,8 @@ const RESERVE_AHEAD: usize = 16 * 1024;
 /// A read into an empty buffer takes up to [`FIRST_READ`] bytes, unless the read before it filled
 /// its room; otherwise each read takes what the socket holds, up to [`READ_AHEAD`] (or what the
 /// packet announces, up to [`RESERVE_AHEAD`]). The buffer is released whenever every packet in
-/// it has been read, so an idle client waits with a few bytes only.
+/// it has been read, so an idle client waits with [`FIRST_READ`] bytes (rarely [`READ_AHEAD`],
+/// when its last read happened to fill its room exactly).
 pub(crate) struct PacketReader<R> {
     half: R,
     buffer: BytesMut,
