@@ -51,7 +51,22 @@ impl Nesting {
 
     /// Scans `bytes`; returns the offset of the byte that nests too deep, if any.
     pub fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (at, &byte) in bytes.iter().enumerate() {
+        let mut at = 0;
+        while at < bytes.len() {
+            // Character data and attribute values are most of the stream, and only their end
+            // can change anything: jump to it instead of stepping through every byte.
+            let end = match self.state {
+                State::Text => Some(b'<'),
+                State::StartTag { quote: Some(quote), .. } => Some(quote),
+                _ => None,
+            };
+            if let Some(end) = end {
+                match memchr::memchr(end, &bytes[at..]) {
+                    Some(skipped) => at += skipped,
+                    None => return None,
+                }
+            }
+            let byte = bytes[at];
             self.state = match self.state {
                 State::Text => {
                     if byte == b'<' {
@@ -106,6 +121,7 @@ impl Nesting {
                     }
                 }
             };
+            at += 1;
         }
         None
     }
@@ -210,6 +226,21 @@ mod tests {
         let mut nesting = Nesting::new(MAX_DEPTH);
         let found = deep.as_bytes().chunks(3).enumerate().find_map(|(i, chunk)| nesting.scan(chunk).map(|at| i * 3 + at));
         assert_eq!(found, scan(&deep));
+    }
+
+    #[test]
+    fn finds_the_same_place_whatever_the_reads_hold() {
+        // Markup characters inside attribute values and text, split at every possible place:
+        // fed a byte at a time, the scanner can jump over nothing.
+        let stanza = "<message to='a>b' id=\"x'<y\"><body>1 &lt; 2 > 0 '\"</body><x a='/>'/></message>";
+        let deep = format!("{HEADER}{}<message a='<<'>{}", stanza.repeat(3), "<x b=\">\">".repeat(MAX_DEPTH));
+        let expected = scan(&deep).expect("one level too many");
+        assert_eq!(&deep[expected..expected + 1], ">");
+        for size in 1..=9 {
+            let mut nesting = Nesting::new(MAX_DEPTH);
+            let found = deep.as_bytes().chunks(size).enumerate().find_map(|(i, chunk)| nesting.scan(chunk).map(|at| i * size + at));
+            assert_eq!(found, Some(expected), "reads of {size} bytes");
+        }
     }
 
     #[tokio::test]
