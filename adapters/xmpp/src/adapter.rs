@@ -329,7 +329,7 @@ fn ping_to(component: &str, server: &str, id: &str) -> Vec<u8> {
     let mut text = Vec::with_capacity(160);
     let mut xml = XmlText::new(&mut text, None);
     xml.open("iq");
-    xml.attr("type", "get");
+    xml.attr_const("type", "get");
     xml.attr("id", id);
     xml.attr("from", component);
     xml.attr("to", server);

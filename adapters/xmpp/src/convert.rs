@@ -185,9 +185,8 @@ impl Addressing {
     /// Writes the stanza for an envelope leaving through the link as XML text, declaring
     /// `namespace` on it if given (on the link the stream's own applies); false, with nothing
     /// written, for bodies XMPP has no use for.
-    pub(crate) fn write_outbound(&self, envelope: &Envelope, namespace: Option<&str>, out: &mut Vec<u8>) -> bool {
+    pub(crate) fn write_outbound(&self, envelope: &Envelope, namespace: Option<&'static str>, out: &mut Vec<u8>) -> bool {
         let (Address::Remote(to), Address::User { user }) = (&envelope.to, &envelope.from) else { return false };
-        let to = to.to_string();
         let id = envelope.id.as_str();
         // Each kind of stanza comes from one of the two forms of the sender's address.
         let full_from = [user.as_str(), "@", self.component.as_str(), "/", RESOURCE];
@@ -195,8 +194,8 @@ impl Addressing {
         let mut xml = XmlText::new(out, namespace);
         match &envelope.body {
             Body::Message(message) => {
-                head(&mut xml, "message", &full_from, &to, Some(id));
-                xml.attr("type", match message.kind {
+                head(&mut xml, "message", &full_from, to, Some(id));
+                xml.attr_const("type", match message.kind {
                     MessageKind::Chat => "chat",
                     MessageKind::Normal => "normal",
                 });
@@ -209,7 +208,7 @@ impl Addressing {
                     xml.text_element("thread", thread);
                 }
                 xml.open("origin-id");
-                xml.attr("xmlns", STANZA_ID);
+                xml.attr_const("xmlns", STANZA_ID);
                 xml.attr("id", id);
                 xml.empty();
                 xml.marker("request", RECEIPTS);
@@ -218,10 +217,10 @@ impl Addressing {
                 xml.close("message");
             }
             Body::Presence(presence) => {
-                head(&mut xml, "presence", &full_from, &to, None);
+                head(&mut xml, "presence", &full_from, to, None);
                 let show = match presence.show {
                     Show::Unavailable => {
-                        xml.attr("type", "unavailable");
+                        xml.attr_const("type", "unavailable");
                         None
                     }
                     Show::Available => None,
@@ -245,8 +244,8 @@ impl Addressing {
             }
             Body::Subscription { action } => {
                 // Subscription stanzas come from the bare JID (RFC 6121 §3.1.1).
-                head(&mut xml, "presence", bare_from, &to, Some(id));
-                xml.attr("type", match action {
+                head(&mut xml, "presence", bare_from, to, Some(id));
+                xml.attr_const("type", match action {
                     SubscriptionAction::Subscribe => "subscribe",
                     SubscriptionAction::Subscribed => "subscribed",
                     SubscriptionAction::Unsubscribe => "unsubscribe",
@@ -255,29 +254,29 @@ impl Addressing {
                 xml.empty();
             }
             Body::Receipt(receipt) => {
-                head(&mut xml, "message", &full_from, &to, Some(id));
-                xml.attr("type", "chat");
+                head(&mut xml, "message", &full_from, to, Some(id));
+                xml.attr_const("type", "chat");
                 xml.content();
                 let (name, namespace) = match receipt.status {
                     ReceiptStatus::Received => ("received", RECEIPTS),
                     ReceiptStatus::Displayed => ("displayed", MARKERS),
                 };
                 xml.open(name);
-                xml.attr("xmlns", namespace);
+                xml.attr_const("xmlns", namespace);
                 xml.attr("id", receipt.of.as_str());
                 xml.empty();
                 xml.close("message");
             }
             Body::ChatState { state } => {
-                head(&mut xml, "message", &full_from, &to, Some(id));
-                xml.attr("type", "chat");
+                head(&mut xml, "message", &full_from, to, Some(id));
+                xml.attr_const("type", "chat");
                 xml.content();
                 xml.marker(chat_state_name(*state), CHATSTATES);
                 xml.close("message");
             }
             Body::Probe => {
-                head(&mut xml, "presence", bare_from, &to, None);
-                xml.attr("type", "probe");
+                head(&mut xml, "presence", bare_from, to, None);
+                xml.attr_const("type", "probe");
                 xml.empty();
             }
             Body::Device(_) | Body::Failure(_) => return false,
@@ -287,10 +286,16 @@ impl Addressing {
 }
 
 /// A stanza's start tag up to its addresses and id; its type and content follow.
-fn head(xml: &mut XmlText<'_>, name: &str, from: &[&str], to: &str, id: Option<&str>) {
+fn head(xml: &mut XmlText<'_>, name: &str, from: &[&str], to: &RemoteAddress, id: Option<&str>) {
     xml.open(name);
     xml.attr_parts("from", from);
-    xml.attr("to", to);
+    // Written from its parts: the address is not put together as a string first.
+    match (&to.local, &to.resource) {
+        (None, None) => xml.attr("to", &to.domain),
+        (Some(local), None) => xml.attr_parts("to", &[local, "@", &to.domain]),
+        (None, Some(resource)) => xml.attr_parts("to", &[&to.domain, "/", resource]),
+        (Some(local), Some(resource)) => xml.attr_parts("to", &[local, "@", &to.domain, "/", resource]),
+    }
     if let Some(id) = id {
         xml.attr("id", id);
     }
@@ -442,6 +447,18 @@ mod tests {
         assert_eq!(out.attr("id"), Some(reply.id.as_str()));
         assert_eq!(out.get_child("origin-id", STANZA_ID).and_then(|o| o.attr("id")), Some(reply.id.as_str()));
         assert!(out.has_child("request", RECEIPTS) && out.has_child("markable", MARKERS));
+    }
+
+    #[test]
+    fn every_form_of_address_is_written_whole() {
+        let alice = Address::user(UserId::parse("alice").expect("user"));
+        let forms = [(Some("c'a"), None), (None, None), (None, Some("r&1")), (Some("carol"), Some("phone"))];
+        for (local, resource) in forms {
+            let to = RemoteAddress { local: local.map(Into::into), domain: "localhost".into(), resource: resource.map(Into::into) };
+            let text = MessageBody { body: "b".into(), subject: None, thread: None, kind: MessageKind::Chat };
+            let out = addressing().outbound(&Envelope::new(alice.clone(), Address::Remote(to.clone()), Body::Message(text)));
+            assert_eq!(out.and_then(|out| out.attr("to").map(str::to_owned)), Some(to.to_string()));
+        }
     }
 
     #[test]
