@@ -70,6 +70,7 @@ on_both_backends!(
     devices_register_move_and_unregister,
     roster_items_are_saved_and_deleted_when_empty,
     aliases_resolve_only_for_their_peer,
+    an_alias_by_our_own_id_resolves_for_its_peer_only,
     a_batch_of_aliases_spanning_several_statements_keeps_each_row_whole,
     ping_answers,
     reopening_keeps_everything,
@@ -413,6 +414,44 @@ async fn aliases_resolve_only_for_their_peer(db: Db) {
     store.save_aliases(std::slice::from_ref(&reused)).await.expect("save reused");
     assert_eq!(store.resolve_alias(&carol, "stanza-1").await.expect("resolve"), Some(reused));
     assert_eq!(store.alias_of(&to_carol.id).await.expect("older still known"), Some(to_carol));
+}
+
+/// A message the gateway sends is known to its peer by the gateway's own id.
+async fn an_alias_by_our_own_id_resolves_for_its_peer_only(db: Db) {
+    let store = db.open().await;
+    let carol = remote("carol", "xmpp.example.org");
+    let eve = remote("eve", "xmpp.example.org");
+    let mut sent = alias(&carol, "", "alice");
+    sent.foreign_id = sent.id.to_string();
+    store.save_aliases(std::slice::from_ref(&sent)).await.expect("save");
+    assert_eq!(store.alias_of(&sent.id).await.expect("of"), Some(sent.clone()));
+    assert_eq!(store.resolve_alias(&carol, &sent.foreign_id).await.expect("resolve"), Some(sent.clone()));
+    assert_eq!(store.resolve_alias(&eve, &sent.foreign_id).await.expect("not party"), None);
+    assert_eq!(store.resolve_alias(&carol, "").await.expect("empty"), None);
+
+    // An empty foreign id names nothing: such an alias is not kept.
+    let unnamed = alias(&carol, "", "alice");
+    store.save_aliases(std::slice::from_ref(&unnamed)).await.expect("save");
+    assert_eq!(store.alias_of(&unnamed.id).await.expect("of"), None);
+
+    // A row written before migration 5 kept our id in full, and is still found.
+    let older = alias(&remote("dave", "jabber.example.net"), "", "bob");
+    sqlx::query("INSERT INTO message_aliases (id, peer, foreign_id, user_name, created_ms) VALUES ($1, $2, $1, $3, 1)")
+        .bind(older.id.as_str())
+        .bind(serde_json::to_string(&older.peer).expect("peer"))
+        .bind(older.user.as_str())
+        .execute(store.pool())
+        .await
+        .expect("an older row");
+    let older = MessageAlias { foreign_id: older.id.to_string(), ..older };
+    assert_eq!(store.resolve_alias(&older.peer, &older.foreign_id).await.expect("resolve"), Some(older.clone()));
+    assert_eq!(store.alias_of(&older.id).await.expect("of"), Some(older));
+
+    // Carol naming one of her own messages with our id: the newer of the two is meant.
+    next_millisecond().await;
+    let named = alias(&carol, &sent.foreign_id, "alice");
+    store.save_aliases(std::slice::from_ref(&named)).await.expect("save");
+    assert_eq!(store.resolve_alias(&carol, &sent.foreign_id).await.expect("newest"), Some(named));
 }
 
 /// The write-behind hands the store a thousand aliases at a time, written many rows per

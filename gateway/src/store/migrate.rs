@@ -17,12 +17,14 @@ const SQLITE: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/common/0002_roster.sql")),
     (3, include_str!("../../migrations/common/0003_aliases.sql")),
     (4, include_str!("../../migrations/sqlite/0004_wakes.sql")),
+    (5, include_str!("../../migrations/common/0005_aliases_by_own_id.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/common/0002_roster.sql")),
     (3, include_str!("../../migrations/common/0003_aliases.sql")),
     (4, include_str!("../../migrations/postgres/0004_wakes.sql")),
+    (5, include_str!("../../migrations/common/0005_aliases_by_own_id.sql")),
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {

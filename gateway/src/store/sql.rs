@@ -145,12 +145,25 @@ fn wake_target_from_row(row: &sqlx::any::AnyRow) -> Result<WakeTarget, StoreErro
 
 fn alias_from_row(row: sqlx::any::AnyRow) -> Result<MessageAlias, StoreError> {
     let peer: String = row.try_get("peer")?;
+    let id: String = row.try_get("id")?;
+    let foreign_id: String = row.try_get("foreign_id")?;
     Ok(MessageAlias {
-        id: MessageId::from_string(row.try_get::<String, _>("id")?),
+        // Empty: the peer knows it by our id (see `OWN_ID`).
+        foreign_id: if foreign_id.is_empty() { id.clone() } else { foreign_id },
+        id: MessageId::from_string(id),
         peer: serde_json::from_str(&peer)?,
-        foreign_id: row.try_get("foreign_id")?,
         user: user_from_row(row.try_get("user_name")?)?,
     })
+}
+
+/// The foreign id stored for an alias whose peer knows the message by the gateway's own id (a
+/// message the gateway sent): found by its primary key, it stays out of the index by foreign id
+/// (migration 5). A foreign id never is empty: such aliases are not stored.
+const OWN_ID: &str = "";
+
+/// What the foreign id column holds for `alias`.
+fn stored_foreign_id(alias: &MessageAlias) -> &str {
+    if alias.foreign_id == alias.id.as_str() { OWN_ID } else { &alias.foreign_id }
 }
 
 fn platform_from_str(platform: String) -> Result<Platform, StoreError> {
@@ -485,10 +498,13 @@ impl Store for SqlStore {
             let started = Instant::now();
             let result = async {
                 let now = Timestamp::now().0;
+                // An empty id names nothing a peer could answer about, and would read back as
+                // the gateway's own (`OWN_ID`).
+                let named: Vec<&MessageAlias> = aliases.iter().filter(|alias| !alias.foreign_id.is_empty()).collect();
                 let mut tx = self.pool.begin().await?;
                 // Many rows per statement: each statement is a round trip to the database (for
                 // SQLite, to its worker thread), and aliases come by the thousand.
-                for chunk in aliases.chunks(ALIAS_ROWS_PER_INSERT) {
+                for chunk in named.chunks(ALIAS_ROWS_PER_INSERT) {
                     // Built from the row count only: no value ever enters the text.
                     let sql = alias_insert_sql(self.backend, chunk.len());
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -496,7 +512,7 @@ impl Store for SqlStore {
                         query = query
                             .bind(alias.id.as_str())
                             .bind(serde_json::to_string(&alias.peer)?)
-                            .bind(alias.foreign_id.clone())
+                            .bind(stored_foreign_id(alias))
                             .bind(alias.user.as_str())
                             .bind(now);
                     }
@@ -523,8 +539,18 @@ impl Store for SqlStore {
 
     fn resolve_alias<'a>(&'a self, peer: &'a Address, foreign_id: &'a str) -> StoreFuture<'a, Option<MessageAlias>> {
         Box::pin(async move {
+            if foreign_id.is_empty() {
+                return Ok(None);
+            }
+            // What the peer named, or one of our messages by our id (`OWN_ID`); the condition
+            // on `foreign_id <> ''` is the index's own, so that it is used.
             let row = sqlx::query(
-                "SELECT id, peer, foreign_id, user_name FROM message_aliases WHERE peer = $1 AND foreign_id = $2 ORDER BY created_ms DESC LIMIT 1",
+                "SELECT id, peer, foreign_id, user_name, created_ms FROM message_aliases \
+                 WHERE peer = $1 AND foreign_id = $2 AND foreign_id <> '' \
+                 UNION ALL \
+                 SELECT id, peer, foreign_id, user_name, created_ms FROM message_aliases \
+                 WHERE id = $2 AND peer = $1 AND foreign_id = '' \
+                 ORDER BY created_ms DESC LIMIT 1",
             )
             .bind(serde_json::to_string(peer)?)
             .bind(foreign_id.to_owned())
