@@ -53,18 +53,26 @@ impl Nesting {
     pub fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
         let mut at = 0;
         while at < bytes.len() {
-            // Character data and attribute values are most of the stream, and only their end
-            // can change anything: jump to it instead of stepping through every byte.
-            let end = match self.state {
-                State::Text => Some(b'<'),
-                State::StartTag { quote: Some(quote), .. } => Some(quote),
-                _ => None,
-            };
-            if let Some(end) = end {
-                match memchr::memchr(end, &bytes[at..]) {
-                    Some(skipped) => at += skipped,
-                    None => return None,
+            // Most bytes cannot change anything: character data up to a `<`, an attribute value
+            // up to its quote, and in a start tag the names, white space and `=` up to a quote
+            // or the `>` (where only whether a `/` came just before matters). Jump over them
+            // instead of stepping through each.
+            let rest = &bytes[at..];
+            let next = match self.state {
+                State::Text => memchr::memchr(b'<', rest),
+                State::StartTag { quote: Some(quote), .. } => memchr::memchr(quote, rest),
+                State::StartTag { quote: None, slash } => {
+                    let next = memchr::memchr3(b'\'', b'"', b'>', rest);
+                    let skipped = &rest[..next.unwrap_or(rest.len())];
+                    let slash = skipped.last().map_or(slash, |&last| last == b'/');
+                    self.state = State::StartTag { quote: None, slash };
+                    next
                 }
+                _ => Some(0),
+            };
+            match next {
+                Some(skipped) => at += skipped,
+                None => return None,
             }
             let byte = bytes[at];
             self.state = match self.state {
@@ -232,7 +240,7 @@ mod tests {
     fn finds_the_same_place_whatever_the_reads_hold() {
         // Markup characters inside attribute values and text, split at every possible place:
         // fed a byte at a time, the scanner can jump over nothing.
-        let stanza = "<message to='a>b' id=\"x'<y\"><body>1 &lt; 2 > 0 '\"</body><x a='/>'/></message>";
+        let stanza = "<message to='a>b' id=\"x'<y\"><body>1 &lt; 2 > 0 '\"</body><x a='/>'/><y /><z b=\"2\"/></message>";
         let deep = format!("{HEADER}{}<message a='<<'>{}", stanza.repeat(3), "<x b=\">\">".repeat(MAX_DEPTH));
         let expected = scan(&deep).expect("one level too many");
         assert_eq!(&deep[expected..expected + 1], ">");
