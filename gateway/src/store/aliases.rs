@@ -9,6 +9,7 @@
 //! the last moments: a receipt for one of those messages after the restart is not matched (it
 //! is dropped, as one for an unknown message), and the message itself is unaffected.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -109,22 +110,22 @@ struct Recent {
     hasher: RandomState,
     by_id: HashMap<MessageId, MessageAlias>,
     by_foreign: HashMap<u64, MessageId, BuildPrehashed>,
-    order: VecDeque<MessageId>,
+    /// Oldest first, each with its key in `by_foreign`, so that forgetting it hashes only its id.
+    order: VecDeque<(MessageId, u64)>,
 }
 
 impl Recent {
     fn insert_all(&mut self, aliases: &[MessageAlias]) {
         for alias in aliases {
-            if self.by_id.contains_key(&alias.id) {
-                continue;
-            }
-            if self.order.len() >= RECENT {
+            let Entry::Vacant(slot) = self.by_id.entry(alias.id.clone()) else { continue };
+            slot.insert(alias.clone());
+            // The newest message with that id from that peer is the one it means.
+            let key = self.foreign_key(&alias.peer, &alias.foreign_id);
+            self.by_foreign.insert(key, alias.id.clone());
+            self.order.push_back((alias.id.clone(), key));
+            if self.order.len() > RECENT {
                 self.forget_oldest();
             }
-            // The newest message with that id from that peer is the one it means.
-            self.by_foreign.insert(self.foreign_key(&alias.peer, &alias.foreign_id), alias.id.clone());
-            self.order.push_back(alias.id.clone());
-            self.by_id.insert(alias.id.clone(), alias.clone());
         }
     }
 
@@ -133,9 +134,8 @@ impl Recent {
     }
 
     fn forget_oldest(&mut self) {
-        let Some(id) = self.order.pop_front() else { return };
-        let Some(alias) = self.by_id.remove(&id) else { return };
-        let key = self.foreign_key(&alias.peer, &alias.foreign_id);
+        let Some((id, key)) = self.order.pop_front() else { return };
+        self.by_id.remove(&id);
         if self.by_foreign.get(&key) == Some(&id) {
             self.by_foreign.remove(&key);
         }
