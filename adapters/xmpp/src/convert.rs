@@ -113,6 +113,73 @@ fn parse_jid(text: Option<&str>) -> Option<Jid> {
     text.and_then(|t| Jid::new(t).ok())
 }
 
+/// The attributes a stanza is routed by, read in one pass: each lookup by name walks the
+/// element's attribute map again, and a message was read with five of them.
+#[derive(Default)]
+struct Head<'a> {
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    kind: Option<&'a str>,
+    id: Option<&'a str>,
+}
+
+impl<'a> Head<'a> {
+    fn of(stanza: &'a Element) -> Self {
+        let mut head = Self::default();
+        for ((namespace, name), value) in stanza.attrs().iter() {
+            if !namespace.is_none() {
+                continue;
+            }
+            let slot = match name.as_str() {
+                "from" => &mut head.from,
+                "to" => &mut head.to,
+                "type" => &mut head.kind,
+                "id" => &mut head.id,
+                _ => continue,
+            };
+            *slot = Some(value.as_str());
+        }
+        head
+    }
+}
+
+/// Where a stanza's `to` leads.
+enum Recipient<'a> {
+    /// A name at the component: a gateway user if it is a valid user name.
+    Local(std::borrow::Cow<'a, str>),
+    /// The component itself.
+    Component,
+    /// Another domain.
+    Elsewhere,
+    /// Not a JID.
+    Malformed,
+}
+
+impl Addressing {
+    /// Reads `to`. The form a server writes for a gateway user, `name@component` with a name
+    /// already in the form `UserId` keeps, is taken as it is: the JID parse and normalisation
+    /// would not change it, and was the largest cost of reading a stanza. Anything else is
+    /// parsed as a JID.
+    fn recipient<'a>(&self, to: Option<&'a str>) -> Recipient<'a> {
+        let Some(to) = to else { return Recipient::Malformed };
+        if let Some((local, domain)) = to.split_once('@')
+            && domain == self.component
+            && !local.is_empty()
+            && local.bytes().all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+        {
+            return Recipient::Local(std::borrow::Cow::Borrowed(local));
+        }
+        let Ok(jid) = Jid::new(to) else { return Recipient::Malformed };
+        if jid.domain().as_str() != self.component {
+            return Recipient::Elsewhere;
+        }
+        match jid.node() {
+            Some(node) => Recipient::Local(std::borrow::Cow::Owned(node.as_str().to_owned())),
+            None => Recipient::Component,
+        }
+    }
+}
+
 impl Addressing {
     /// Reads a stanza that arrived on the link (in `jabber:component:accept`, or `jabber:client`).
     pub fn inbound(&self, stanza: &Element) -> Inbound {
@@ -130,35 +197,35 @@ impl Addressing {
             // Not a stanza: nothing to answer it with (an error reply has a stanza's name).
             _ => return Inbound::Ignore("not a stanza"),
         }
-        if stanza.attr("type") == Some("error") {
+        let head = Head::of(stanza);
+        if head.kind == Some("error") {
             return bounce(stanza);
         }
-        let Some(from) = parse_jid(stanza.attr("from")) else {
+        let Some(from) = parse_jid(head.from) else {
             return Inbound::Refuse(error_reply(stanza, Condition::JidMalformed));
         };
-        let Some(to) = parse_jid(stanza.attr("to")) else {
-            return Inbound::Refuse(error_reply(stanza, Condition::JidMalformed));
+        let node = match self.recipient(head.to) {
+            Recipient::Malformed => return Inbound::Refuse(error_reply(stanza, Condition::JidMalformed)),
+            Recipient::Elsewhere => return Inbound::Refuse(error_reply(stanza, Condition::ItemNotFound)),
+            Recipient::Component | Recipient::Local(_) if stanza.name() == "message" && head.kind == Some("groupchat") => {
+                // No gateway user is in a room: RFC 6121 §8.5.2 has groupchat to a user refused.
+                return Inbound::Refuse(error_reply(stanza, Condition::ServiceUnavailable));
+            }
+            Recipient::Component => {
+                // The component's own domain takes IQs only.
+                return match stanza.name() {
+                    "message" => Inbound::Refuse(error_reply(stanza, Condition::ServiceUnavailable)),
+                    _ => Inbound::Ignore("presence to the component"),
+                };
+            }
+            Recipient::Local(node) => node,
         };
-        if to.domain().as_str() != self.component {
-            return Inbound::Refuse(error_reply(stanza, Condition::ItemNotFound));
-        }
-        if stanza.name() == "message" && stanza.attr("type") == Some("groupchat") {
-            // No gateway user is in a room: RFC 6121 §8.5.2 has groupchat to a user refused.
-            return Inbound::Refuse(error_reply(stanza, Condition::ServiceUnavailable));
-        }
-        let Some(node) = to.node() else {
-            // The component's own domain takes IQs only.
-            return match stanza.name() {
-                "message" => Inbound::Refuse(error_reply(stanza, Condition::ServiceUnavailable)),
-                _ => Inbound::Ignore("presence to the component"),
-            };
-        };
-        let Ok(user) = UserId::parse(node.as_str()) else {
+        let Ok(user) = UserId::parse(&node) else {
             return Inbound::Refuse(error_reply(stanza, Condition::ItemNotFound));
         };
         let body = match stanza.name() {
-            "message" => message_body(stanza),
-            "presence" => presence_body(stanza),
+            "message" => message_body(stanza, head.kind),
+            "presence" => presence_body(stanza, head.kind),
             _ => None,
         };
         let Some(body) = body else {
@@ -167,7 +234,7 @@ impl Addressing {
         if text_bytes(&body) > self.max_text_bytes {
             return Inbound::Refuse(error_reply(stanza, Condition::PolicyViolation));
         }
-        let stanza_id = stanza.attr("id").map(str::to_owned);
+        let stanza_id = head.id.map(str::to_owned);
         let envelope = Envelope::new(Address::Remote(remote(&from)), Address::user(user), body);
         Inbound::Envelope { envelope, stanza_id }
     }
@@ -350,9 +417,9 @@ fn stanza_child<'a>(stanza: &'a Element, name: &str) -> Option<&'a Element> {
     stanza.get_child(name, COMPONENT).or_else(|| stanza.get_child(name, CLIENT))
 }
 
-fn message_body(stanza: &Element) -> Option<Body> {
+fn message_body(stanza: &Element, kind: Option<&str>) -> Option<Body> {
     if let Some(body) = stanza_child(stanza, "body") {
-        let kind = match stanza.attr("type") {
+        let kind = match kind {
             Some("normal" | "headline") => MessageKind::Normal,
             _ => MessageKind::Chat,
         };
@@ -385,9 +452,9 @@ fn message_body(stanza: &Element) -> Option<Body> {
     None
 }
 
-fn presence_body(stanza: &Element) -> Option<Body> {
+fn presence_body(stanza: &Element, kind: Option<&str>) -> Option<Body> {
     let action = |action| Some(Body::Subscription { action });
-    match stanza.attr("type") {
+    match kind {
         None => {
             let show = match stanza_child(stanza, "show").map(|s| s.text()).as_deref() {
                 Some("away") => Show::Away,
@@ -567,6 +634,29 @@ mod tests {
         }
         let result = parse("<iq xmlns='jabber:client' from='c@l/r' to='gw.localhost' type='result' id='q2'/>");
         assert!(matches!(addressing().inbound(&result), Inbound::Ignore(_)), "results are never answered");
+    }
+
+    #[test]
+    fn every_form_of_recipient_leads_where_its_jid_says() {
+        let message = |to: &str| parse(&format!("<message xmlns='jabber:client' from='c@l/r' {to} id='x'><body>b</body></message>"));
+        for to in ["to='alice@gw.localhost'", "to='alice@gw.localhost/phone'", "to='Alice@gw.localhost'", "to='al.i_c-e@gw.localhost'"] {
+            let Inbound::Envelope { envelope, .. } = addressing().inbound(&message(to)) else { panic!("{to}") };
+            let expected = to.trim_start_matches("to='").split(['@']).next().map(str::to_lowercase);
+            assert_eq!(envelope.to.as_user().map(|user| user.as_str().to_owned()), expected, "{to}");
+        }
+        let refusals = [
+            ("", Condition::JidMalformed),
+            ("to='@gw.localhost'", Condition::JidMalformed),
+            ("to='alice@'", Condition::JidMalformed),
+            ("to='alice@gw.localhost.evil'", Condition::ItemNotFound),
+            ("to='alice@evil@gw.localhost'", Condition::JidMalformed),
+            ("to='gw.localhost'", Condition::ServiceUnavailable),
+        ];
+        for (to, expected) in refusals {
+            let Inbound::Refuse(reply) = addressing().inbound(&message(to)) else { panic!("{to}: not refused") };
+            let condition = reply.get_child("error", CLIENT).and_then(|e| e.children().next().map(|c| c.name().to_owned()));
+            assert_eq!(condition.as_deref(), Some(expected.name()), "{to}");
+        }
     }
 
     #[test]
