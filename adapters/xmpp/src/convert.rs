@@ -143,6 +143,9 @@ impl<'a> Head<'a> {
     }
 }
 
+/// The longest localpart a JID may have (RFC 7622 §3.3.1); a longer one is malformed.
+const MAX_LOCALPART_BYTES: usize = 1023;
+
 /// Where a stanza's `to` leads.
 enum Recipient<'a> {
     /// A name at the component: a gateway user if it is a valid user name.
@@ -164,7 +167,7 @@ impl Addressing {
         let Some(to) = to else { return Recipient::Malformed };
         if let Some((local, domain)) = to.split_once('@')
             && domain == self.component
-            && !local.is_empty()
+            && (1..=MAX_LOCALPART_BYTES).contains(&local.len())
             && local.bytes().all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
         {
             return Recipient::Local(std::borrow::Cow::Borrowed(local));
@@ -650,6 +653,7 @@ mod tests {
             ("to='alice@'", Condition::JidMalformed),
             ("to='alice@gw.localhost.evil'", Condition::ItemNotFound),
             ("to='alice@evil@gw.localhost'", Condition::JidMalformed),
+            (&format!("to='{}@gw.localhost'", "a".repeat(MAX_LOCALPART_BYTES + 1)), Condition::JidMalformed),
             ("to='gw.localhost'", Condition::ServiceUnavailable),
         ];
         for (to, expected) in refusals {
