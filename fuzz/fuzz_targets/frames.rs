@@ -117,7 +117,7 @@ fn check_xmpp_stanza(envelope: &Envelope) {
     if !matches!(envelope.to, Address::Remote(_)) {
         return;
     }
-    let addressing = Addressing { component: DOMAIN.into(), max_text_bytes: MAX };
+    let addressing = Addressing::new(DOMAIN.into(), MAX);
     let Some(stanza) = addressing.outbound(envelope) else {
         assert!(matches!(envelope.body, Body::Device(_) | Body::Failure(_)));
         return;

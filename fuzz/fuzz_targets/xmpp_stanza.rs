@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(element) = text.parse::<Element>() else { return };
     let stanza = to_client(element);
-    let addressing = Addressing { component: COMPONENT.into(), max_text_bytes: MAX_TEXT };
+    let addressing = Addressing::new(COMPONENT.into(), MAX_TEXT);
     match addressing.inbound(&stanza) {
         Inbound::Envelope { envelope, stanza_id } => {
             assert_eq!(stanza_id.as_deref(), stanza.attr("id"));

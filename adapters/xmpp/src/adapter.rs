@@ -82,7 +82,7 @@ async fn supervise(settings: XmppSettings, context: AdapterContext) -> Result<()
         .register_route(ROUTE)
         .await
         .map_err(|e| AdapterError::Fatal { adapter: NAME, message: e.to_string() })?;
-    let addressing = Addressing { component: settings.domain.clone(), max_text_bytes: settings.max_text_bytes };
+    let addressing = Addressing::new(settings.domain.clone(), settings.max_text_bytes);
     let timeouts = Timeouts { read_timeout: settings.read_timeout, response_timeout: settings.response_timeout };
     let shutdown = context.shutdown.clone();
     let mut backoff = Duration::from_millis(100);

@@ -26,6 +26,9 @@ pub struct Addressing {
     pub component: String,
     /// The largest body, subject or status accepted (`limits.max_frame_bytes`).
     pub max_text_bytes: usize,
+    /// Whether `component` is written as a JID parse leaves it (lower case, no trailing dot,
+    /// valid IDNA): only then may a recipient be matched against it without that parse.
+    component_is_canonical: bool,
 }
 
 /// What an inbound stanza means.
@@ -114,7 +117,8 @@ fn parse_jid(text: Option<&str>) -> Option<Jid> {
 }
 
 /// The attributes a stanza is routed by, read in one pass: each lookup by name walks the
-/// element's attribute map again, and a message was read with five of them.
+/// element's attribute map again, and a message was read with five of them. Only attributes
+/// without a namespace count, as with `Element::attr` (`xml:lang` is not `lang`).
 #[derive(Default)]
 struct Head<'a> {
     from: Option<&'a str>,
@@ -127,7 +131,7 @@ impl<'a> Head<'a> {
     fn of(stanza: &'a Element) -> Self {
         let mut head = Self::default();
         for ((namespace, name), value) in stanza.attrs().iter() {
-            if !namespace.is_none() {
+            if namespace.is_some() {
                 continue;
             }
             let slot = match name.as_str() {
@@ -159,13 +163,20 @@ enum Recipient<'a> {
 }
 
 impl Addressing {
+    pub fn new(component: String, max_text_bytes: usize) -> Self {
+        let component_is_canonical = Jid::new(&component)
+            .is_ok_and(|jid| jid.node().is_none() && jid.resource().is_none() && jid.domain().as_str() == component);
+        Self { component, max_text_bytes, component_is_canonical }
+    }
+
     /// Reads `to`. The form a server writes for a gateway user, `name@component` with a name
-    /// already in the form `UserId` keeps, is taken as it is: the JID parse and normalisation
-    /// would not change it, and was the largest cost of reading a stanza. Anything else is
-    /// parsed as a JID.
+    /// of the lower-case characters `UserId` allows (its length is checked later, as for any
+    /// other), is taken as it is: the JID parse and normalisation would not change it, and was
+    /// the largest cost of reading a stanza. Anything else is parsed as a JID.
     fn recipient<'a>(&self, to: Option<&'a str>) -> Recipient<'a> {
         let Some(to) = to else { return Recipient::Malformed };
         if let Some((local, domain)) = to.split_once('@')
+            && self.component_is_canonical
             && domain == self.component
             && (1..=MAX_LOCALPART_BYTES).contains(&local.len())
             && local.bytes().all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
@@ -484,7 +495,7 @@ mod tests {
     use super::*;
 
     fn addressing() -> Addressing {
-        Addressing { component: "gw.localhost".into(), max_text_bytes: 65_536 }
+        Addressing::new("gw.localhost".into(), 65_536)
     }
 
     fn parse(xml: &str) -> Element {
@@ -656,11 +667,17 @@ mod tests {
             (&format!("to='{}@gw.localhost'", "a".repeat(MAX_LOCALPART_BYTES + 1)), Condition::JidMalformed),
             ("to='gw.localhost'", Condition::ServiceUnavailable),
         ];
+        let condition = |inbound: Inbound| match inbound {
+            Inbound::Refuse(reply) => reply.get_child("error", CLIENT).and_then(|e| e.children().next().map(|c| c.name().to_owned())),
+            other => panic!("not refused: {other:?}"),
+        };
         for (to, expected) in refusals {
-            let Inbound::Refuse(reply) = addressing().inbound(&message(to)) else { panic!("{to}: not refused") };
-            let condition = reply.get_child("error", CLIENT).and_then(|e| e.children().next().map(|c| c.name().to_owned()));
-            assert_eq!(condition.as_deref(), Some(expected.name()), "{to}");
+            assert_eq!(condition(addressing().inbound(&message(to))).as_deref(), Some(expected.name()), "{to}");
         }
+        // A component configured in a form a JID parse changes is only ever compared as parsed.
+        let upper = Addressing::new("GW.localhost".into(), 65_536);
+        let to = "to='alice@GW.localhost'";
+        assert_eq!(condition(upper.inbound(&message(to))).as_deref(), Some(Condition::ItemNotFound.name()), "{to}");
     }
 
     #[test]
