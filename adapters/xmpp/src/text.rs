@@ -96,7 +96,8 @@ impl<'a> XmlText<'a> {
 }
 
 /// Bytes that may need more than copying: control characters, markup, quotes, and 0xEF, which
-/// starts U+FFFE and U+FFFF. Most text has none, and a table lookup per byte finds that fastest.
+/// starts U+FFFE and U+FFFF. Most text has none: eight bytes at a time are tested for them first
+/// (`any_special`), and the table is looked up only within eight that hold one.
 const SPECIAL: [bool; 256] = {
     let mut special = [false; 256];
     let mut byte = 0;
@@ -134,13 +135,21 @@ fn escape(out: &mut Vec<u8>, text: &str, attribute: bool) {
     let bytes = text.as_bytes();
     let mut copied = 0;
     let mut at = 0;
+    // Up to here, bytes are looked at one by one: eight that failed the test, or the last few.
+    let mut one_by_one_until = 0;
     while at < bytes.len() {
-        // Most text needs nothing: eight bytes are passed over with one test.
-        if let Some(word) = bytes[at..].first_chunk::<8>()
-            && !any_special(u64::from_ne_bytes(*word))
-        {
-            at += 8;
-            continue;
+        if at >= one_by_one_until {
+            // Most text needs nothing: eight bytes are passed over with one test.
+            match bytes[at..].first_chunk::<8>() {
+                Some(word) if !any_special(u64::from_ne_bytes(*word)) => {
+                    at += 8;
+                    continue;
+                }
+                // Not tested again until past these eight: text dense with special bytes (lines,
+                // full-width punctuation, which starts with 0xEF) would test each place eight times.
+                Some(_) => one_by_one_until = at + 8,
+                None => one_by_one_until = bytes.len(),
+            }
         }
         if !SPECIAL[usize::from(bytes[at])] {
             at += 1;
@@ -236,6 +245,16 @@ mod tests {
                         assert_eq!(String::from_utf8(out).expect("UTF-8"), escaped_slowly(&text, attribute), "{text:?}");
                     }
                 }
+            }
+        }
+        // Special bytes close together, and across the eight-byte steps.
+        let dense = "x\n<b>\n&c'd\"e\r\u{FFFE}f，！\u{FFFF}\t".repeat(5);
+        for start in 0..12 {
+            let text = &dense[dense.char_indices().nth(start).map_or(0, |(at, _)| at)..];
+            for attribute in [false, true] {
+                let mut out = Vec::new();
+                escape(&mut out, text, attribute);
+                assert_eq!(String::from_utf8(out).expect("UTF-8"), escaped_slowly(text, attribute), "{text:?}");
             }
         }
     }
