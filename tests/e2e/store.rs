@@ -424,6 +424,12 @@ async fn an_alias_by_our_own_id_resolves_for_its_peer_only(db: Db) {
     let mut sent = alias(&carol, "", "alice");
     sent.foreign_id = sent.id.to_string();
     store.save_aliases(std::slice::from_ref(&sent)).await.expect("save");
+    let stored: String = sqlx::query_scalar("SELECT foreign_id FROM message_aliases WHERE id = $1")
+        .bind(sent.id.as_str())
+        .fetch_one(store.pool())
+        .await
+        .expect("the row");
+    assert_eq!(stored, "", "our own id is not written twice, nor indexed");
     assert_eq!(store.alias_of(&sent.id).await.expect("of"), Some(sent.clone()));
     assert_eq!(store.resolve_alias(&carol, &sent.foreign_id).await.expect("resolve"), Some(sent.clone()));
     assert_eq!(store.resolve_alias(&eve, &sent.foreign_id).await.expect("not party"), None);
@@ -447,11 +453,18 @@ async fn an_alias_by_our_own_id_resolves_for_its_peer_only(db: Db) {
     assert_eq!(store.resolve_alias(&older.peer, &older.foreign_id).await.expect("resolve"), Some(older.clone()));
     assert_eq!(store.alias_of(&older.id).await.expect("of"), Some(older));
 
-    // Carol naming one of her own messages with our id: the newer of the two is meant.
+    // Carol naming one of her own messages with our id: the newer of the two is meant, either way.
     next_millisecond().await;
     let named = alias(&carol, &sent.foreign_id, "alice");
     store.save_aliases(std::slice::from_ref(&named)).await.expect("save");
-    assert_eq!(store.resolve_alias(&carol, &sent.foreign_id).await.expect("newest"), Some(named));
+    assert_eq!(store.resolve_alias(&carol, &sent.foreign_id).await.expect("newest"), Some(named.clone()));
+    let mut ours = alias(&carol, "", "alice");
+    ours.foreign_id = ours.id.to_string();
+    let theirs = alias(&carol, &ours.foreign_id, "alice");
+    store.save_aliases(std::slice::from_ref(&theirs)).await.expect("save");
+    next_millisecond().await;
+    store.save_aliases(std::slice::from_ref(&ours)).await.expect("save");
+    assert_eq!(store.resolve_alias(&carol, &ours.foreign_id).await.expect("newest"), Some(ours));
 }
 
 /// The write-behind hands the store a thousand aliases at a time, written many rows per

@@ -117,15 +117,20 @@ struct Recent {
 impl Recent {
     fn insert_all(&mut self, aliases: &[MessageAlias]) {
         for alias in aliases {
+            // An empty id names nothing a peer could answer about; the store keeps none either.
+            if alias.foreign_id.is_empty() {
+                continue;
+            }
             let Entry::Vacant(slot) = self.by_id.entry(alias.id.clone()) else { continue };
             slot.insert(alias.clone());
+            // Before the new one joins `order`, which so never grows past `RECENT` places.
+            if self.order.len() >= RECENT {
+                self.forget_oldest();
+            }
             // The newest message with that id from that peer is the one it means.
             let key = self.foreign_key(&alias.peer, &alias.foreign_id);
             self.by_foreign.insert(key, alias.id.clone());
             self.order.push_back((alias.id.clone(), key));
-            if self.order.len() > RECENT {
-                self.forget_oldest();
-            }
         }
     }
 
@@ -178,6 +183,14 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_foreign_id_is_not_kept() {
+        let mut recent = Recent::default();
+        recent.insert_all(&[alias("m1", "bob@example.org", "")]);
+        assert!(recent.of(&MessageId::from_string("m1")).is_none());
+        assert!(recent.resolve(&peer("bob@example.org"), "").is_none());
+    }
+
+    #[test]
     fn the_oldest_are_forgotten_first_and_a_newer_alias_survives_its_namesake() {
         let mut recent = Recent::default();
         recent.insert_all(&[alias("first", "bob@example.org", "same")]);
@@ -189,5 +202,6 @@ mod tests {
         assert_eq!(recent.resolve(&peer("bob@example.org"), "same").map(|a| a.id.to_string()), Some("second".to_owned()));
         assert_eq!(recent.order.len(), RECENT);
         assert_eq!(recent.by_id.len(), RECENT);
+        assert!(recent.order.capacity() < 2 * RECENT, "never grown past its place count");
     }
 }
