@@ -9,7 +9,7 @@ use tokio_xmpp::minidom::Element;
 use xmpp_parsers::jid::Jid;
 
 use crate::namespace::{CLIENT, COMPONENT};
-use crate::text::XmlText;
+use crate::text::{Escaped, XmlText};
 
 pub(crate) const RECEIPTS: &str = "urn:xmpp:receipts";
 pub(crate) const MARKERS: &str = "urn:xmpp:chat-markers:0";
@@ -29,6 +29,10 @@ pub struct Addressing {
     /// Whether `component` is written as a JID parse leaves it (lower case, no trailing dot,
     /// valid IDNA): only then may a recipient be matched against it without that parse.
     component_is_canonical: bool,
+    /// What follows a user's name in the addresses her stanzas come from, escaped once:
+    /// `@component/resource` (full) and `@component` (bare).
+    full_from: Escaped,
+    bare_from: Escaped,
 }
 
 /// What an inbound stanza means.
@@ -166,7 +170,9 @@ impl Addressing {
     pub fn new(component: String, max_text_bytes: usize) -> Self {
         let component_is_canonical = Jid::new(&component)
             .is_ok_and(|jid| jid.node().is_none() && jid.resource().is_none() && jid.domain().as_str() == component);
-        Self { component, max_text_bytes, component_is_canonical }
+        let full_from = Escaped::attribute_value(&format!("@{component}/{RESOURCE}"));
+        let bare_from = Escaped::attribute_value(&format!("@{component}"));
+        Self { component, max_text_bytes, component_is_canonical, full_from, bare_from }
     }
 
     /// Reads `to`. The form a server writes for a gateway user, `name@component` with a name
@@ -270,12 +276,12 @@ impl Addressing {
         let (Address::Remote(to), Address::User { user }) = (&envelope.to, &envelope.from) else { return false };
         let id = envelope.id.as_str();
         // Each kind of stanza comes from one of the two forms of the sender's address.
-        let full_from = [user.as_str(), "@", self.component.as_str(), "/", RESOURCE];
-        let bare_from = &full_from[..3];
+        let full_from = (user.as_str(), &self.full_from);
+        let bare_from = (user.as_str(), &self.bare_from);
         let mut xml = XmlText::new(out, namespace);
         match &envelope.body {
             Body::Message(message) => {
-                head(&mut xml, "message", &full_from, to, Some(id));
+                head(&mut xml, "message", full_from, to, Some(id));
                 xml.attr_const("type", match message.kind {
                     MessageKind::Chat => "chat",
                     MessageKind::Normal => "normal",
@@ -298,7 +304,7 @@ impl Addressing {
                 xml.close("message");
             }
             Body::Presence(presence) => {
-                head(&mut xml, "presence", &full_from, to, None);
+                head(&mut xml, "presence", full_from, to, None);
                 let show = match presence.show {
                     Show::Unavailable => {
                         xml.attr_const("type", "unavailable");
@@ -335,7 +341,7 @@ impl Addressing {
                 xml.empty();
             }
             Body::Receipt(receipt) => {
-                head(&mut xml, "message", &full_from, to, Some(id));
+                head(&mut xml, "message", full_from, to, Some(id));
                 xml.attr_const("type", "chat");
                 xml.content();
                 let (name, namespace) = match receipt.status {
@@ -349,7 +355,7 @@ impl Addressing {
                 xml.close("message");
             }
             Body::ChatState { state } => {
-                head(&mut xml, "message", &full_from, to, Some(id));
+                head(&mut xml, "message", full_from, to, Some(id));
                 xml.attr_const("type", "chat");
                 xml.content();
                 xml.marker(chat_state_name(*state), CHATSTATES);
@@ -367,9 +373,9 @@ impl Addressing {
 }
 
 /// A stanza's start tag up to its addresses and id; its type and content follow.
-fn head(xml: &mut XmlText<'_>, name: &str, from: &[&str], to: &RemoteAddress, id: Option<&str>) {
+fn head(xml: &mut XmlText<'_>, name: &str, (user, from): (&str, &Escaped), to: &RemoteAddress, id: Option<&str>) {
     xml.open(name);
-    xml.attr_parts("from", from);
+    xml.attr_then("from", user, from);
     // Written from its parts: the address is not put together as a string first.
     match (&to.local, &to.resource) {
         (None, None) => xml.attr("to", &to.domain),

@@ -62,6 +62,17 @@ impl<'a> XmlText<'a> {
         self.out.push(b'\'');
     }
 
+    /// An attribute whose value is `text` followed by what was escaped once before (the part of
+    /// an address that is the same in every stanza).
+    pub(crate) fn attr_then(&mut self, name: &str, text: &str, escaped: &Escaped) {
+        self.out.push(b' ');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"='");
+        escape(self.out, text, true);
+        self.out.extend_from_slice(escaped.0.as_bytes());
+        self.out.push(b'\'');
+    }
+
     /// Ends the start tag of an element that has content.
     pub(crate) fn content(&mut self) {
         self.out.push(b'>');
@@ -92,6 +103,19 @@ impl<'a> XmlText<'a> {
         self.open(name);
         self.attr_const("xmlns", namespace);
         self.empty();
+    }
+}
+
+/// Text escaped for an attribute value, once, to be written into many.
+#[derive(Clone, Debug)]
+pub(crate) struct Escaped(String);
+
+impl Escaped {
+    pub(crate) fn attribute_value(text: &str) -> Self {
+        let mut out = Vec::with_capacity(text.len());
+        escape(&mut out, text, true);
+        // Escaping replaces whole characters with ASCII, so what was UTF-8 still is.
+        Self(String::from_utf8_lossy(&out).into_owned())
     }
 }
 
@@ -200,9 +224,11 @@ mod tests {
     #[test]
     fn text_and_attribute_values_read_back_unchanged() {
         let awkward = "<b> & 'q' \"qq\" ]]> é 👋\r\n\tend";
+        let suffix = Escaped::attribute_value("@c'd/\"é\"");
         let element = written(|xml| {
             xml.open("message");
             xml.attr("id", awkward);
+            xml.attr_then("to", "x<y", &suffix);
             xml.attr_parts("from", &["a&b", "@", "c'd"]);
             xml.content();
             xml.text_element("body", awkward);
@@ -210,6 +236,7 @@ mod tests {
         });
         assert_eq!(element.attr("id"), Some(awkward));
         assert_eq!(element.attr("from"), Some("a&b@c'd"));
+        assert_eq!(element.attr("to"), Some("x<y@c'd/\"é\""));
         assert_eq!(element.get_child("body", "jabber:client").map(Element::text).as_deref(), Some(awkward));
     }
 
