@@ -507,11 +507,21 @@ impl Store for SqlStore {
                 for chunk in named.chunks(ALIAS_ROWS_PER_INSERT) {
                     // Built from the row count only: no value ever enters the text.
                     let sql = alias_insert_sql(self.backend, chunk.len());
+                    // A conversation's messages come one after another: a peer is serialised
+                    // once for each run of rows that share it.
+                    let mut peers: Vec<String> = Vec::with_capacity(chunk.len());
+                    for (at, alias) in chunk.iter().enumerate() {
+                        let peer = match at.checked_sub(1).map(|before| &chunk[before]) {
+                            Some(before) if before.peer == alias.peer => peers[at - 1].clone(),
+                            _ => serde_json::to_string(&alias.peer)?,
+                        };
+                        peers.push(peer);
+                    }
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for alias in chunk {
+                    for (alias, peer) in chunk.iter().zip(&peers) {
                         query = query
                             .bind(alias.id.as_str())
-                            .bind(serde_json::to_string(&alias.peer)?)
+                            .bind(peer.as_str())
                             .bind(stored_foreign_id(alias))
                             .bind(alias.user.as_str())
                             .bind(now);
