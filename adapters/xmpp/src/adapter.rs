@@ -136,7 +136,7 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
     let mut ping_id = 0u64;
     let mut acks = Acknowledgements::default();
     let ended = loop {
-        if let Some(ping) = acks.ping_if_needed(&addressing.component)
+        if let Some(ping) = acks.ping_if_needed(addressing.component())
             && let Err(error) = link::write_text(&link, &ping).await
         {
             break Ended::Lost(error.to_string());
@@ -187,14 +187,14 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                     match item {
                         Some(Ok(stanza)) => {
                             tracing::trace!(stanza = %String::from(&stanza), "stanza from xmpp");
-                            if !acks.answered(&stanza, &addressing.component) {
+                            if !acks.answered(&stanza, addressing.component()) {
                                 stanzas.push(stanza);
                             }
                         }
                         Some(Err(ReadError::SoftTimeout)) => {
                             // Quiet link: ask the server for a sign of life before the hard timeout.
                             ping_id += 1;
-                            if let Err(error) = link::write_text(&link, &ping(&addressing.component, ping_id)).await {
+                            if let Err(error) = link::write_text(&link, &ping(addressing.component(), ping_id)).await {
                                 lost = Some(error.to_string());
                             }
                         }
@@ -443,7 +443,7 @@ async fn handle(stanza: Element, inbound: Inbound, addressing: &Addressing, cont
             None
         }
         Inbound::Iq(iq) => {
-            let answer = service::answer(&iq, &addressing.component);
+            let answer = service::answer(&iq, addressing.component());
             Some(Box::pin(async move { Some(answer) }))
         }
         Inbound::Refuse(reply) => {

@@ -23,9 +23,9 @@ pub(crate) const RESOURCE: &str = "switchboard";
 #[derive(Clone, Debug)]
 pub struct Addressing {
     /// The component's domain: gateway user `alice` is `alice@<component>`.
-    pub component: String,
+    component: String,
     /// The largest body, subject or status accepted (`limits.max_frame_bytes`).
-    pub max_text_bytes: usize,
+    max_text_bytes: usize,
     /// Whether `component` is written as a JID parse leaves it (lower case, no trailing dot,
     /// valid IDNA): only then may a recipient be matched against it without that parse.
     component_is_canonical: bool,
@@ -175,6 +175,12 @@ impl Addressing {
         Self { component, max_text_bytes, component_is_canonical, full_from, bare_from }
     }
 
+    /// The component's domain: gateway user `alice` is `alice@<component>`. Read-only, since
+    /// the escaped sender addresses and the recipient shortcut are derived from it.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
     /// Reads `to`. The form a server writes for a gateway user, `name@component` with a name
     /// of the lower-case characters `UserId` allows (its length is checked later, as for any
     /// other), is taken as it is: the JID parse and normalisation would not change it, and was
@@ -198,9 +204,7 @@ impl Addressing {
             None => Recipient::Component,
         }
     }
-}
 
-impl Addressing {
     /// Reads a stanza that arrived on the link (in `jabber:component:accept`, or `jabber:client`).
     pub fn inbound(&self, stanza: &Element) -> Inbound {
         match stanza.name() {
