@@ -510,11 +510,13 @@ impl Store for SqlStore {
                     // A conversation's messages come one after another: a peer is serialised
                     // once for each run of rows that share it.
                     let mut peers: Vec<String> = Vec::with_capacity(chunk.len());
-                    for (at, alias) in chunk.iter().enumerate() {
-                        let peer = match at.checked_sub(1).map(|before| &chunk[before]) {
-                            Some(before) if before.peer == alias.peer => peers[at - 1].clone(),
+                    let mut previous: Option<&Address> = None;
+                    for alias in chunk {
+                        let peer = match peers.last() {
+                            Some(json) if previous == Some(&alias.peer) => json.clone(),
                             _ => serde_json::to_string(&alias.peer)?,
                         };
+                        previous = Some(&alias.peer);
                         peers.push(peer);
                     }
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
