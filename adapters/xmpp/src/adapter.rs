@@ -18,6 +18,7 @@ use tokio_xmpp::xmlstream::{ReadError, Timeouts};
 use crate::convert::{Addressing, Condition, Inbound, error_reply};
 use crate::link::{self, Link};
 use crate::namespace::to_component;
+use crate::read::ReadElement;
 use crate::text::XmlText;
 use crate::service;
 
@@ -185,7 +186,7 @@ async fn serve(mut link: Link, addressing: &Addressing, context: &AdapterContext
                 let mut lost = None;
                 for item in items {
                     match item {
-                        Some(Ok(stanza)) => {
+                        Some(Ok(ReadElement(stanza))) => {
                             tracing::trace!(stanza = %String::from(&stanza), "stanza from xmpp");
                             if !acks.answered(&stanza, addressing.component()) {
                                 stanzas.push(stanza);

@@ -3,6 +3,7 @@
 //!
 //! - `shim`: lets tokio-xmpp's stream parser accept a component stream header without `version`;
 //! - `nesting`: fails the stream before the parser when the server nests elements too deep;
+//! - `read`: each element read from the link built as a minidom tree;
 //! - `link`: opening the component stream and the handshake;
 //! - `namespace`: `jabber:client` ⇄ `jabber:component:accept` for the stanzas the component
 //!   answers with (error replies, IQ answers), built as client stanzas; inbound stanzas are read
@@ -20,6 +21,7 @@ mod convert;
 mod link;
 mod namespace;
 mod nesting;
+mod read;
 mod service;
 mod shim;
 mod text;

@@ -11,9 +11,10 @@ use xmpp_parsers::component::Handshake;
 
 use crate::namespace::COMPONENT;
 use crate::nesting::NestingGuard;
+use crate::read::ReadElement;
 use crate::shim::VersionShim;
 
-pub(crate) type Link = XmlStream<BufReader<NestingGuard<VersionShim<TcpStream>>>, Element>;
+pub(crate) type Link = XmlStream<BufReader<NestingGuard<VersionShim<TcpStream>>>, ReadElement>;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LinkError {
@@ -46,8 +47,8 @@ pub(crate) async fn connect(server: &str, domain: &str, secret: &str, timeouts: 
     let handshake = Element::from(Handshake::from_stream_id_and_password(id, secret));
     link.send(&handshake).await.map_err(LinkError::Stream)?;
     match link.next().await {
-        Some(Ok(answer)) if answer.name() == "handshake" => Ok(link),
-        Some(Ok(answer)) => Err(LinkError::Refused(String::from(&answer))),
+        Some(Ok(ReadElement(answer))) if answer.name() == "handshake" => Ok(link),
+        Some(Ok(ReadElement(answer))) => Err(LinkError::Refused(String::from(&answer))),
         Some(Err(error)) => Err(LinkError::Refused(format!("{error}"))),
         None => Err(LinkError::Closed),
     }
