@@ -16,7 +16,9 @@
 //!   (vs Mosquitto).
 //! - `gateway MQTT->MQTT (mosquitto broker)`: the same users on a Mosquitto that the gateway uses
 //!   as its broker (`mqtt.url`, docs/mosquitto.md's password file and ACL) (vs Mosquitto alone).
-//! - `gateway WS->WS`, `gateway MQTT->WS`: WebSocket or MQTT senders → 1 WebSocket user (vs the relay).
+//! - `gateway WS->WS`: WebSocket senders → 1 WebSocket user (vs the relay).
+//! - `gateway MQTT->WS`: MQTT senders → 1 WebSocket user (vs Mosquitto: its messages come in as
+//!   QoS 1 publishes, which the relay's quarter rate would outrun on any MQTT server).
 //! - `gateway MQTT->XMPP (prosody|ejabberd)`: MQTT users → 1 XMPP account, through a gateway joined
 //!   to that server as its component (vs `<server> component->c2s`).
 //! - `gateway XMPP->MQTT (prosody|ejabberd)`: XMPP accounts → 1 MQTT user (vs `<server> c2s->component`).
@@ -373,7 +375,9 @@ impl Case {
             Self::GatewayMqtt => Some((Self::Mosquitto, Target::AtLeast(1.0))),
             Self::BrokerMqtt => Some((Self::Mosquitto, Target::Report)),
             Self::GatewayWs => Some((Self::Relay, Target::AtLeast(0.5))),
-            Self::GatewayMqttToWs => Some((Self::Relay, Target::Report)),
+            // Its senders publish at QoS 1 as Mosquitto's do: a quarter of the relay's rate is more
+            // than Mosquitto itself carries at saturation, so the relay cannot set its paced load.
+            Self::GatewayMqttToWs => Some((Self::Mosquitto, Target::Report)),
             Self::GatewayMqttToXmpp(server) => Some((Self::ComponentToC2s(server), Target::AtLeast(0.9))),
             Self::GatewayXmppToMqtt(server) => Some((Self::C2sToComponent(server), Target::AtLeast(0.9))),
             _ => None,
