@@ -1,7 +1,7 @@
 //! A bound on how deeply the server's stream may nest elements, enforced before the XML parser.
 //!
-//! tokio-xmpp builds each stanza with a builder that recurses once per level of nesting, on every
-//! event; the tree it builds is converted and dropped recursively too. A stanza nested a few
+//! The stanza builder (`read.rs`) keeps its open elements on a stack, but the minidom tree it
+//! builds is printed, converted and dropped by recursion, once per level. A stanza nested a few
 //! thousand levels deep, which any XMPP user can send through a federated server, would overflow
 //! the stack and abort the whole gateway. No stanza the gateway understands nests more than a
 //! handful of levels, so this reader counts the nesting in the bytes themselves and fails the
