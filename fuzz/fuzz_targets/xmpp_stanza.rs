@@ -1,5 +1,6 @@
-//! Stanzas from the XMPP server: bytes → element (minidom over rxml, the parser the component
-//! link uses) → the adapter's inbound conversion, and every answer or envelope back out as XML.
+//! Stanzas from the XMPP server: bytes → element (minidom's own reader over rxml; the link builds
+//! the same tree with `read.rs`, checked against xso's builder by its unit test) → the adapter's
+//! inbound conversion, and every answer or envelope back out as XML.
 //!
 //! On the link, stanzas arrive in `jabber:component:accept` and are moved to `jabber:client`
 //! before conversion; both namespaces are accepted here, as `to_client` leaves the second alone.
